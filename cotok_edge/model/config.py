@@ -1,0 +1,289 @@
+"""Model configuration: one dataclass tree, JSON round trip, named presets.
+
+Presets:
+- ``paper``: paper-scale three-stream model, 55-67 GMACs per clip and question.
+- ``edge``: the same structure, narrower, at most 20 GMACs (Jetson Orin Nano).
+- ``tiny``: trains on a 2-core CPU; the shipped demonstration model.
+- ``baseline-3dresnet``: one 32x224x224 stream through a 3D-ResNet-50, every
+  video position a token in the transformer, no TokenLearner (the paper's
+  360-GFLOP comparison).
+- ``baseline-x3d``: one X3D stream at 32x224x224, same text side and token
+  handling as the 3D-ResNet baseline (the paper's "more than twice X3D").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BACKBONES = ("r2plus1d", "resnet3d", "x3d")
+VIDEO_TOKENIZERS = ("tokenlearner", "all")
+
+
+@dataclass
+class StreamConfig:
+    """One video stream and its backbone.
+
+    The stream is ``[B, 3, frames, size, size]``. The backbone is a stem
+    (spatial stride ``stem_stride``) followed by stages; stage ``i`` has
+    ``blocks[i]`` residual blocks of width ``channels[i]``, the first of which
+    strides by ``spatial_strides[i]`` in H and W and ``temporal_strides[i]``
+    in T.
+
+    backbone:
+        ``r2plus1d``: basic residual blocks of dense (2+1)D convolutions
+        (1x3x3 then 3x1x1), the default; ``resnet3d``: bottleneck blocks with
+        a 3x3x3 middle convolution (3D-ResNet-50); ``x3d``: X3D bottlenecks
+        (1x1x1, depthwise 3x3x3, squeeze-excite, 1x1x1) with ``expansion``.
+    """
+
+    name: str
+    frames: int
+    size: int
+    backbone: str = "r2plus1d"
+    stem_channels: int = 32
+    stem_stride: int = 2
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    blocks: tuple[int, ...] = (1, 1, 1, 1)
+    spatial_strides: tuple[int, ...] = (1, 2, 2, 2)
+    temporal_strides: tuple[int, ...] = (1, 1, 1, 1)
+    expansion: float = 4.0
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(self.channels)
+        self.blocks = tuple(self.blocks)
+        self.spatial_strides = tuple(self.spatial_strides)
+        self.temporal_strides = tuple(self.temporal_strides)
+        n = len(self.channels)
+        if not (len(self.blocks) == len(self.spatial_strides) == len(self.temporal_strides) == n):
+            raise ValueError(
+                f"stream {self.name!r}: channels, blocks, spatial_strides and temporal_strides "
+                f"need one entry per stage; got lengths {len(self.channels)}, "
+                f"{len(self.blocks)}, {len(self.spatial_strides)}, {len(self.temporal_strides)}"
+            )
+        if self.backbone not in BACKBONES:
+            raise ValueError(
+                f"stream {self.name!r}: backbone {self.backbone!r} is not one of {BACKBONES}"
+            )
+
+    @property
+    def out_channels(self) -> int:
+        return self.channels[-1]
+
+    @property
+    def feature_grid(self) -> tuple[int, int, int]:
+        """(T, H, W) of the backbone's output feature map."""
+        t, s = self.frames, -(-self.size // self.stem_stride)
+        for ts, ss in zip(self.temporal_strides, self.spatial_strides, strict=True):
+            t, s = -(-t // ts), -(-s // ss)
+        return t, s, s
+
+
+@dataclass
+class TextConfig:
+    """T5-style text encoder and answer decoder (pre-norm, RMSNorm, relative position bias).
+
+    ``vocab_size`` is shared by the question and answer side (tied embedding).
+    """
+
+    vocab_size: int = 4096
+    dim: int = 256
+    heads: int = 4
+    ff_dim: int = 1024
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    max_question_tokens: int = 32
+    max_answer_tokens: int = 8
+    relative_buckets: int = 32
+    relative_max_distance: int = 128
+    dropout: float = 0.0
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+
+
+@dataclass
+class CoTokConfig:
+    """The whole co-tokenization VideoQA model.
+
+    Attributes:
+        streams: the video streams, each with its own backbone.
+        text: text encoder / decoder settings.
+        dim: d, the unified width of video tokens, question tokens and the
+            co-tokenization transformer.
+        heads, ff_dim: co-tokenization transformer layer sizes.
+        steps: K, iterative co-tokenization steps (one transformer layer each).
+        tokens_per_stream: S, tokens a TokenLearner learns per stream per step.
+        tokenlearner_hidden: hidden width of the TokenLearner MLP (64 in V1.1).
+        video_tokenizer: ``tokenlearner`` (the method) or ``all`` (baselines:
+            every video position is a token, the K layers run over them).
+        mean, std: per-channel RGB normalisation applied inside the model.
+    """
+
+    streams: list[StreamConfig]
+    text: TextConfig = field(default_factory=TextConfig)
+    dim: int = 256
+    heads: int = 4
+    ff_dim: int = 1024
+    steps: int = 4
+    tokens_per_stream: int = 8
+    tokenlearner_hidden: int = 64
+    video_tokenizer: str = "tokenlearner"
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        self.streams = [
+            s if isinstance(s, StreamConfig) else StreamConfig(**s) for s in self.streams
+        ]
+        if isinstance(self.text, dict):
+            self.text = TextConfig(**self.text)
+        self.mean, self.std = tuple(self.mean), tuple(self.std)
+        if not self.streams:
+            raise ValueError("CoTokConfig.streams: at least one video stream is needed")
+        names = [s.name for s in self.streams]
+        if len(set(names)) != len(names):
+            raise ValueError(f"CoTokConfig.streams: stream names must be unique, got {names}")
+        if self.video_tokenizer not in VIDEO_TOKENIZERS:
+            raise ValueError(
+                f"CoTokConfig.video_tokenizer: {self.video_tokenizer!r} is not one of "
+                f"{VIDEO_TOKENIZERS}"
+            )
+        if self.dim % self.heads or self.text.dim % self.text.heads:
+            raise ValueError("CoTokConfig: dim and text.dim must be divisible by their heads")
+        if self.steps < 1:
+            raise ValueError(f"CoTokConfig.steps: need at least 1, got {self.steps}")
+
+    # JSON round trip -----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CoTokConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"CoTokConfig: unknown fields {sorted(unknown)}")
+        return cls(**data)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> CoTokConfig:
+        p = Path(text_or_path)
+        text = (
+            p.read_text() if not str(text_or_path).lstrip().startswith("{") else str(text_or_path)
+        )
+        return cls.from_dict(json.loads(text))
+
+    # Presets -------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str) -> CoTokConfig:
+        """A named preset: one of :data:`PRESETS`."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        cfg = PRESETS[name]()
+        cfg.name = name
+        return cfg
+
+    def with_streams(self, names: list[str]) -> CoTokConfig:
+        """A copy keeping only the named streams (single-stream ablations)."""
+        keep = [s for s in self.streams if s.name in names]
+        if len(keep) != len(names):
+            have = [s.name for s in self.streams]
+            raise ValueError(f"with_streams: {names} not all in the config's streams {have}")
+        data = self.to_dict()
+        data["streams"] = [dataclasses.asdict(s) for s in keep]
+        data["name"] = f"{self.name}[{'+'.join(names)}]"
+        return CoTokConfig.from_dict(data)
+
+
+def _three_streams(width: float, blocks: tuple[int, ...]) -> list[StreamConfig]:
+    """The method's three streams with widths scaled by ``width``.
+
+    No temporal striding anywhere (the 32-frame stream exists to see events a
+    frame or two long) and only a stride-2 stem on the 224 stream (small
+    objects must survive to the tokens). Each stream ends at stride 16 on
+    H and W except the 64x64 one, which stops at stride 8 so its tokens keep
+    an 8x8 grid.
+    """
+
+    def ch(*cs: int) -> tuple[int, ...]:
+        return tuple(max(8, int(round(c * width / 8)) * 8) for c in cs)
+
+    return [
+        StreamConfig("s1", 32, 64, stem_channels=ch(32)[0], channels=ch(32, 64, 128, 192),
+                     blocks=blocks, spatial_strides=(1, 2, 2, 1)),
+        StreamConfig("s2", 16, 112, stem_channels=ch(32)[0], channels=ch(48, 96, 192, 256),
+                     blocks=blocks, spatial_strides=(1, 2, 2, 2)),
+        StreamConfig("s3", 8, 224, stem_channels=ch(32)[0], channels=ch(40, 80, 160, 320),
+                     blocks=blocks, spatial_strides=(1, 2, 2, 2)),
+    ]  # fmt: skip
+
+
+def _paper() -> CoTokConfig:
+    return CoTokConfig(
+        streams=_three_streams(1.0, (2, 2, 2, 2)),
+        text=TextConfig(vocab_size=32128, dim=512, heads=8, ff_dim=2048, encoder_layers=6,
+                        decoder_layers=6),
+        dim=512, heads=8, ff_dim=2048, steps=4, tokens_per_stream=8,
+    )  # fmt: skip
+
+
+def _edge() -> CoTokConfig:
+    return CoTokConfig(
+        streams=_three_streams(0.5, (2, 2, 2, 2)),
+        text=TextConfig(vocab_size=8192, dim=256, heads=4, ff_dim=1024, encoder_layers=4,
+                        decoder_layers=4),
+        dim=256, heads=4, ff_dim=1024, steps=4, tokens_per_stream=8,
+    )  # fmt: skip
+
+
+def _tiny() -> CoTokConfig:
+    return CoTokConfig(
+        streams=_three_streams(0.25, (1, 1, 1, 1)),
+        text=TextConfig(vocab_size=1024, dim=128, heads=4, ff_dim=512, encoder_layers=2,
+                        decoder_layers=2),
+        dim=128, heads=4, ff_dim=512, steps=4, tokens_per_stream=8,
+    )  # fmt: skip
+
+
+def _baseline_3dresnet() -> CoTokConfig:
+    cfg = _paper()
+    cfg.streams = [
+        StreamConfig("s3d", 32, 224, backbone="resnet3d", stem_channels=64, stem_stride=4,
+                     channels=(256, 512, 1024, 2048), blocks=(3, 4, 6, 3),
+                     spatial_strides=(1, 2, 2, 2), temporal_strides=(1, 1, 1, 1)),
+    ]  # fmt: skip
+    cfg.video_tokenizer = "all"
+    return cfg
+
+
+def _baseline_x3d() -> CoTokConfig:
+    cfg = _paper()
+    # X3D-L's stage widths and depths (Feichtenhofer 2020), at 32x224x224.
+    cfg.streams = [
+        StreamConfig("x3d", 32, 224, backbone="x3d", stem_channels=24, stem_stride=2,
+                     channels=(24, 48, 96, 192), blocks=(5, 10, 25, 15),
+                     spatial_strides=(2, 2, 2, 2), temporal_strides=(1, 1, 1, 1),
+                     expansion=2.25),
+    ]  # fmt: skip
+    cfg.video_tokenizer = "all"
+    return cfg
+
+
+PRESETS = {
+    "paper": _paper,
+    "edge": _edge,
+    "tiny": _tiny,
+    "baseline-3dresnet": _baseline_3dresnet,
+    "baseline-x3d": _baseline_x3d,
+}

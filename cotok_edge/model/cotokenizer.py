@@ -1,0 +1,150 @@
+"""Iterative video-text co-tokenization.
+
+The two learnable linear layers bring each stream's features (``W_v``, one per
+stream since every backbone has its own width) and the question tokens
+(``W_t``) to one width d. Then for k = 1..K::
+
+    z_s = TokenLearner_s(V_s | c_{k-1})          [B, S, d] per stream
+    X_k = Layer_k([z_1; z_2; z_3; Q_{k-1}])       Q_k = question part of X_k
+    c_k = mean(X_k)
+
+with ``c_0`` the masked mean of the projected question. Every step tokenizes
+the full stream features again, so each step can look somewhere else given
+what the previous layer made of video and question together.
+
+With ``video_tokenizer="all"`` (the baselines) there is no TokenLearner: every
+video position is a token and the K layers run over ``[V; Q]`` directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .config import CoTokConfig
+from .text import EncoderLayer, RMSNorm, attention_mask
+from .tokenlearner import TokenLearner
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``x [B, L, D]`` over positions where ``mask [B, L]`` is True -> ``[B, D]``."""
+    w = mask.to(x.dtype).unsqueeze(-1)
+    return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
+@dataclass
+class CoTokState:
+    """What one co-tokenization step hands to the next.
+
+    tokens: ``X_k [B, M, d]`` with M = video tokens + question tokens.
+    mask: ``[B, M]``, True for real tokens (the question's padding is False).
+    cond: ``c_k [B, d]``, the conditioning vector for the next step.
+    """
+
+    tokens: Tensor
+    mask: Tensor
+    cond: Tensor
+
+
+class CoTokenizer(nn.Module):
+    """Video features and question tokens in, the joint memory ``X_K`` out."""
+
+    def __init__(self, cfg: CoTokConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        self.stream_names = [s.name for s in cfg.streams]
+        self.video_proj = nn.ModuleDict({s.name: nn.Linear(s.out_channels, d) for s in cfg.streams})
+        self.text_proj = nn.Linear(cfg.text.dim, d)
+        if cfg.video_tokenizer == "tokenlearner":
+            self.tokenlearners = nn.ModuleDict(
+                {
+                    s.name: TokenLearner(d, cfg.tokens_per_stream, cfg.tokenlearner_hidden, d)
+                    for s in cfg.streams
+                }
+            )
+            num_video = cfg.tokens_per_stream * len(cfg.streams)
+        else:
+            self.tokenlearners = None
+            num_video = sum(_positions(s.feature_grid) for s in cfg.streams)
+        # Tells the layers which stream and slot a token came from; attention alone cannot.
+        self.video_pos = nn.Parameter(torch.randn(num_video, d) * 0.02)
+        self.layers = nn.ModuleList(
+            EncoderLayer(d, cfg.heads, cfg.ff_dim, cfg.text.dropout) for _ in range(cfg.steps)
+        )
+        self.norm = RMSNorm(d)
+
+    def project_video(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``{stream: [B, C_s, T_s, H_s, W_s]}`` -> ``{stream: [B, N_s, d]}``, N_s = T_s*H_s*W_s."""
+        return {
+            name: self.video_proj[name](features[name].flatten(2).transpose(1, 2))
+            for name in self.stream_names
+        }
+
+    def start(self, question: Tensor, question_mask: Tensor) -> CoTokState:
+        """Project the encoded question ``[B, L, D_text]``: ``Q_0 [B, L, d]`` and ``c_0``."""
+        q = self.text_proj(question)
+        return CoTokState(q, question_mask, masked_mean(q, question_mask))
+
+    def step(
+        self,
+        k: int,
+        video: dict[str, Tensor],
+        state: CoTokState,
+        question_len: int,
+        return_maps: bool = False,
+    ) -> tuple[CoTokState, dict[str, Tensor] | None]:
+        """Co-tokenization step ``k`` (0-based).
+
+        ``video``: ``{stream: [B, N_s, d]}``; ``state.tokens`` ends with the
+        ``question_len`` question tokens. Returns the new state and, if asked,
+        ``{stream: [B, S, N_s]}`` maps.
+        """
+        q_tokens = state.tokens[:, -question_len:]
+        q_mask = state.mask[:, -question_len:]
+        maps: dict[str, Tensor] | None = {} if return_maps else None
+        if self.tokenlearners is not None:
+            parts = []
+            for name in self.stream_names:
+                z, a = self.tokenlearners[name](video[name], state.cond, return_maps)
+                parts.append(z)
+                if maps is not None:
+                    maps[name] = a
+            v = torch.cat(parts, dim=1) + self.video_pos
+        elif k == 0:
+            v = torch.cat([video[name] for name in self.stream_names], dim=1) + self.video_pos
+        else:  # "all": the layers carry the video tokens from step to step
+            v = state.tokens[:, :-question_len]
+        x = torch.cat([v, q_tokens], dim=1)
+        mask = torch.cat([torch.ones(v.shape[:2], dtype=torch.bool, device=v.device), q_mask], 1)
+        x = self.layers[k](x, attention_mask(mask, x.dtype))
+        if k == len(self.layers) - 1:
+            x = self.norm(x)
+        return CoTokState(x, mask, masked_mean(x, mask)), maps
+
+    def forward(
+        self,
+        video: dict[str, Tensor],
+        question: Tensor,
+        question_mask: Tensor,
+        return_maps: bool = False,
+    ) -> tuple[CoTokState, list[dict[str, Tensor]] | None]:
+        """All K steps: projected video ``{stream: [B, N_s, d]}``, question ``[B, L, D_text]``.
+
+        Returns the final state (``tokens`` is the decoder's memory) and, if
+        asked, one ``{stream: [B, S, N_s]}`` dict of maps per step.
+        """
+        state = self.start(question, question_mask)
+        all_maps: list[dict[str, Tensor]] | None = [] if return_maps else None
+        for k in range(len(self.layers)):
+            state, maps = self.step(k, video, state, question.shape[1], return_maps)
+            if all_maps is not None and maps is not None:
+                all_maps.append(maps)
+        return state, all_maps
+
+
+def _positions(grid: tuple[int, int, int]) -> int:
+    t, h, w = grid
+    return t * h * w

@@ -1,0 +1,138 @@
+"""Text-conditioned TokenLearner (V1.1), the one place its math lives.
+
+TokenLearner V1.1 (Ryoo et al. 2021, as in scenic): for features ``x [B, N, C]``
+over the N space-time positions of one stream, attention logits come from
+``MLP(LN(x))`` with ``MLP = Dense(64) -> GELU -> Dense(S)``, a softmax over N
+turns them into S maps ``a [B, S, N]``, and the tokens are ``z = a @ x``
+``[B, S, C]``. The LayerNorm feeds only the maps; the pooling uses ``x`` as is.
+
+Co-tokenization conditions the maps on text (FiLM-style, see PAPER.md): a
+per-clip bias ``b [B, C]`` (the projected conditioning vector) is added to
+every position before the LayerNorm, so the logits are ``MLP(LN(x + b))``.
+
+``tokenlearner_reference`` is the functional definition that every fused kernel
+(``cotok_edge.kernels``) must match. ``TokenLearner`` holds the parameters and
+dispatches to a fused implementation when one is registered and applicable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LN_EPS = 1e-6
+
+
+class TokenLearnerWeights(NamedTuple):
+    """Parameters of one TokenLearner, as plain tensors (what a kernel takes).
+
+    ln_weight, ln_bias: ``[C]``; w1: ``[H, C]``; b1: ``[H]``; w2: ``[S, H]``;
+    b2: ``[S]`` (nn.Linear layout: out x in). H is the MLP hidden width (64).
+    """
+
+    ln_weight: Tensor
+    ln_bias: Tensor
+    w1: Tensor
+    b1: Tensor
+    w2: Tensor
+    b2: Tensor
+
+
+def tokenlearner_logits(x: Tensor, cond_bias: Tensor | None, w: TokenLearnerWeights) -> Tensor:
+    """Attention logits ``[B, S, N]`` for features ``x [B, N, C]``.
+
+    ``cond_bias [B, C]`` (or None) is added to every position before the
+    LayerNorm.
+    """
+    h = x if cond_bias is None else x + cond_bias[:, None, :]
+    h = F.layer_norm(h, (h.shape[-1],), w.ln_weight, w.ln_bias, LN_EPS)
+    h = F.gelu(F.linear(h, w.w1, w.b1))  # [B, N, H]
+    return F.linear(h, w.w2, w.b2).transpose(1, 2)  # [B, S, N]
+
+
+def tokenlearner_reference(
+    x: Tensor,
+    cond_bias: Tensor | None,
+    w: TokenLearnerWeights,
+    return_maps: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """The reference TokenLearner: ``z [B, S, C]`` and, if asked, ``a [B, S, N]``.
+
+    Softmax is taken in float32 whatever the input dtype, then the weighted sum
+    runs in the input dtype (as the fused kernels do, with fp32 accumulation).
+    """
+    logits = tokenlearner_logits(x, cond_bias, w)
+    a = torch.softmax(logits.float(), dim=-1).to(x.dtype)  # [B, S, N]
+    z = torch.bmm(a, x)  # [B, S, C]
+    return z, (a if return_maps else None)
+
+
+# A fused implementation takes the same arguments as the reference and returns
+# z (it is only called when maps are not asked for). ``applies`` says whether
+# it can run on the given input (device, dtype, shape).
+FusedImpl = Callable[[Tensor, "Tensor | None", TokenLearnerWeights], Tensor]
+_fused: list[tuple[Callable[[Tensor], bool], FusedImpl]] = []
+
+
+def register_fused(applies: Callable[[Tensor], bool], impl: FusedImpl) -> None:
+    """Register a fused forward used in place of the reference when ``applies(x)``."""
+    _fused.append((applies, impl))
+
+
+def clear_fused() -> None:
+    """Forget every registered fused implementation (the reference runs again)."""
+    _fused.clear()
+
+
+def tokenlearner(
+    x: Tensor,
+    cond_bias: Tensor | None,
+    w: TokenLearnerWeights,
+    return_maps: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Dispatching TokenLearner: a registered fused kernel where it applies.
+
+    The maps are only produced by the reference: asking for them (the
+    explanation path) always takes it, so the fast path never writes them.
+    """
+    if not return_maps:
+        for applies, impl in _fused:
+            if applies(x):
+                return impl(x, cond_bias, w), None
+    return tokenlearner_reference(x, cond_bias, w, return_maps)
+
+
+class TokenLearner(nn.Module):
+    """Text-conditioned TokenLearner V1.1 over one stream.
+
+    Args:
+        dim: feature width C of ``x`` (the unified width d).
+        num_tokens: S, tokens learnt per call.
+        hidden: MLP hidden width (64 in V1.1).
+        cond_dim: width of the conditioning vector ``c``; it is projected to
+            ``dim`` and added to every position before the LayerNorm.
+    """
+
+    def __init__(self, dim: int, num_tokens: int, hidden: int = 64, cond_dim: int | None = None):
+        super().__init__()
+        self.cond_proj = nn.Linear(cond_dim or dim, dim)
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, num_tokens)
+
+    def weights(self) -> TokenLearnerWeights:
+        return TokenLearnerWeights(
+            self.norm.weight, self.norm.bias, self.fc1.weight, self.fc1.bias,
+            self.fc2.weight, self.fc2.bias,
+        )  # fmt: skip
+
+    def forward(
+        self, x: Tensor, cond: Tensor | None = None, return_maps: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """``x [B, N, C]``, ``cond [B, cond_dim]`` -> ``z [B, S, C]``, maps ``[B, S, N]``/None."""
+        cond_bias = None if cond is None else self.cond_proj(cond)
+        return tokenlearner(x, cond_bias, self.weights(), return_maps)

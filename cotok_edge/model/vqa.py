@@ -1,0 +1,317 @@
+"""``CoTokVQA``: the reference PyTorch model, end to end.
+
+Inputs (names are the contract the exporters and runtime rely on):
+- one tensor per stream, named by its config (``s1``, ``s2``, ``s3`` for the
+  method): ``[B, 3, T, H, W]``, uint8 in [0, 255] or floating in [0, 1];
+  normalisation happens inside the model so a device can feed raw frames;
+- ``question_ids [B, L]`` integer token ids, ``question_mask [B, L]`` bool
+  (True = token), L at most ``config.text.max_question_tokens``;
+- ``answer_ids [B, A]`` (training): answer tokens then EOS, padded with
+  ``pad_id``, A at most ``config.text.max_answer_tokens``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from .config import CoTokConfig
+from .cotokenizer import CoTokenizer, CoTokState
+from .streams import StreamBackbone
+from .text import AnswerDecoder, TextEncoder
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+INT_DTYPES = (torch.int64, torch.int32)
+
+
+@dataclass
+class CoTokOutput:
+    """What ``forward`` returns.
+
+    loss: mean token cross-entropy of the answer (None without ``answer_ids``).
+    logits: ``[B, A, V]`` teacher-forced answer logits (``A = 1``, the first
+        answer token, without ``answer_ids``).
+    maps: with ``return_maps``, one ``{stream: [B, S, N_s]}`` per step.
+    """
+
+    loss: Tensor | None
+    logits: Tensor
+    maps: list[dict[str, Tensor]] | None = None
+
+
+class CoTokVQA(nn.Module):
+    """Three video streams + question -> answer tokens. See the module docstring for inputs."""
+
+    def __init__(self, config: CoTokConfig):
+        super().__init__()
+        self.config = config
+        t = config.text
+        self.backbones = nn.ModuleDict({s.name: StreamBackbone(s) for s in config.streams})
+        self.text_embed = nn.Embedding(t.vocab_size, t.dim)
+        self.text_encoder = TextEncoder(t)
+        self.cotokenizer = CoTokenizer(config)
+        self.answer_embed = nn.Embedding(t.vocab_size, config.dim)
+        self.decoder = AnswerDecoder(t, config.dim)
+        mean = torch.tensor(config.mean).view(1, 3, 1, 1, 1)
+        std = torch.tensor(config.std).view(1, 3, 1, 1, 1)
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+        nn.init.normal_(self.text_embed.weight, std=1.0)
+        nn.init.normal_(self.answer_embed.weight, std=1.0)
+
+    # Shapes ---------------------------------------------------------------------
+    @property
+    def stream_names(self) -> list[str]:
+        return [s.name for s in self.config.streams]
+
+    def stream_shape(self, name: str) -> tuple[int, int, int, int]:
+        """Expected ``(3, T, H, W)`` of one stream input."""
+        s = next(s for s in self.config.streams if s.name == name)
+        return (3, s.frames, s.size, s.size)
+
+    @property
+    def feature_grids(self) -> dict[str, tuple[int, int, int]]:
+        """``{stream: (T_s, H_s, W_s)}``: how a map's N positions fold back to space-time."""
+        return {s.name: s.feature_grid for s in self.config.streams}
+
+    def example_inputs(
+        self, batch_size: int = 1, question_len: int = 16, seed: int = 0
+    ) -> dict[str, Tensor]:
+        """Random uint8 streams and a full-length question: kwargs for ``forward``/``generate``."""
+        g = torch.Generator().manual_seed(seed)
+        inputs = {
+            name: torch.randint(0, 256, (batch_size, *self.stream_shape(name)), generator=g).to(
+                torch.uint8
+            )
+            for name in self.stream_names
+        }
+        t = self.config.text
+        inputs["question_ids"] = torch.randint(
+            3, t.vocab_size, (batch_size, question_len), generator=g
+        )
+        inputs["question_mask"] = torch.ones(batch_size, question_len, dtype=torch.bool)
+        return inputs
+
+    # Validation -----------------------------------------------------------------
+    def validate_inputs(
+        self,
+        streams: dict[str, Tensor],
+        question_ids: Tensor,
+        question_mask: Tensor,
+        answer_ids: Tensor | None = None,
+    ) -> int:
+        """Check names, shapes and dtypes; return the batch size. Raises ``ValueError``."""
+        names = set(self.stream_names)
+        if set(streams) != names:
+            raise ValueError(
+                f"video streams: expected exactly {sorted(names)}, got {sorted(streams)}"
+            )
+        batch = _check_tensor("question_ids", question_ids, 2, INT_DTYPES, "[B, L] integer ids")
+        if batch == 0:
+            raise ValueError("question_ids: empty batch (shape [0, L]); need at least one question")
+        max_len = self.config.text.max_question_tokens
+        length = question_ids.shape[1]
+        if not 1 <= length <= max_len:
+            raise ValueError(
+                f"question_ids: got shape {list(question_ids.shape)}, expected [B, L] with "
+                f"1 <= L <= {max_len} (the question length limit)"
+            )
+        if not isinstance(question_mask, Tensor) or question_mask.shape != question_ids.shape:
+            got = list(question_mask.shape) if isinstance(question_mask, Tensor) else question_mask
+            raise ValueError(
+                f"question_mask: got shape {got}, expected {list(question_ids.shape)} "
+                "(the shape of question_ids)"
+            )
+        for name in self.stream_names:
+            x = streams[name]
+            want = (batch, *self.stream_shape(name))
+            if not isinstance(x, Tensor):
+                raise ValueError(
+                    f"video stream {name!r}: expected a torch.Tensor of shape {list(want)}, "
+                    f"got {type(x).__name__}"
+                )
+            if x.dtype not in (torch.uint8, *FLOAT_DTYPES):
+                raise ValueError(
+                    f"video stream {name!r}: got dtype {x.dtype} (shape {list(x.shape)}), "
+                    "expected uint8 in [0, 255] or floating in [0, 1]"
+                )
+            if tuple(x.shape) != want:
+                raise ValueError(
+                    f"video stream {name!r}: got shape {list(x.shape)}, expected {list(want)} "
+                    "([B, 3, T, H, W])"
+                )
+        if answer_ids is not None:
+            _check_tensor("answer_ids", answer_ids, 2, INT_DTYPES, "[B, A] integer ids")
+            max_a = self.config.text.max_answer_tokens
+            if answer_ids.shape[0] != batch or not 1 <= answer_ids.shape[1] <= max_a:
+                raise ValueError(
+                    f"answer_ids: got shape {list(answer_ids.shape)}, expected [{batch}, A] "
+                    f"with 1 <= A <= {max_a}"
+                )
+        return batch
+
+    # Pieces (each exported or counted on its own) --------------------------------
+    def normalize(self, x: Tensor) -> Tensor:
+        """``[B, 3, T, H, W]`` uint8 [0, 255] or float [0, 1] -> normalised float."""
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.to(self.pixel_mean.dtype)
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def encode_video(self, streams: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Backbones (question-independent): ``{stream: [B, N_s, d]}`` projected features."""
+        feats = {name: self.backbones[name](self.normalize(streams[name])) for name in streams}
+        return self.cotokenizer.project_video(feats)
+
+    def encode_question(self, question_ids: Tensor, question_mask: Tensor) -> Tensor:
+        """``[B, L]`` ids -> ``[B, L, D_text]`` encoded question."""
+        return self.text_encoder(self.text_embed(question_ids), question_mask.bool())
+
+    def answer_logits(self, answer_prefix: Tensor, state: CoTokState) -> Tensor:
+        """Decoder over ``answer_prefix [B, A]`` (starting with BOS) -> logits ``[B, A, V]``."""
+        y = self.decoder(self.answer_embed(answer_prefix), state.tokens, state.mask)
+        # Tied output embedding, scaled as in T5 so logits do not grow with d.
+        return F.linear(y * self.config.dim**-0.5, self.answer_embed.weight)
+
+    def joint_memory(
+        self,
+        video: dict[str, Tensor],
+        question_ids: Tensor,
+        question_mask: Tensor,
+        return_maps: bool = False,
+    ) -> tuple[CoTokState, list[dict[str, Tensor]] | None]:
+        """Question-dependent part up to the decoder: encoder + K co-tokenization steps."""
+        q = self.encode_question(question_ids, question_mask)
+        return self.cotokenizer(video, q, question_mask.bool(), return_maps)
+
+    # Public API -----------------------------------------------------------------
+    def forward(
+        self,
+        question_ids: Tensor,
+        question_mask: Tensor,
+        answer_ids: Tensor | None = None,
+        *,
+        return_maps: bool = False,
+        **streams: Tensor,
+    ) -> CoTokOutput:
+        """Teacher-forced answer loss (training); streams are passed by name (``s1=...``)."""
+        batch = self.validate_inputs(streams, question_ids, question_mask, answer_ids)
+        video = self.encode_video(streams)
+        state, maps = self.joint_memory(video, question_ids, question_mask, return_maps)
+        bos = torch.full((batch, 1), self.config.text.bos_id, device=question_ids.device)
+        if answer_ids is None:
+            return CoTokOutput(None, self.answer_logits(bos, state), maps)
+        prefix = torch.cat([bos, answer_ids[:, :-1].long()], dim=1)
+        logits = self.answer_logits(prefix, state)
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            answer_ids.long().flatten(),
+            ignore_index=self.config.text.pad_id,
+        )
+        return CoTokOutput(loss, logits, maps)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        question_ids: Tensor,
+        question_mask: Tensor,
+        *,
+        max_new_tokens: int | None = None,
+        return_maps: bool = False,
+        **streams: Tensor,
+    ) -> Tensor | tuple[Tensor, list[dict[str, Tensor]]]:
+        """Greedy answer ids ``[B, <= max_answer_tokens]`` (EOS kept, then ``pad_id``).
+
+        With ``return_maps`` also returns the TokenLearner maps (one
+        ``{stream: [B, S, N_s]}`` per step).
+        """
+        t = self.config.text
+        limit = t.max_answer_tokens if max_new_tokens is None else max_new_tokens
+        if not 1 <= limit <= t.max_answer_tokens:
+            raise ValueError(f"max_new_tokens: got {limit}, expected 1..{t.max_answer_tokens}")
+        batch = self.validate_inputs(streams, question_ids, question_mask)
+        video = self.encode_video(streams)
+        state, maps = self.joint_memory(video, question_ids, question_mask, return_maps)
+        ids = torch.full((batch, 1), t.bos_id, dtype=torch.long, device=question_ids.device)
+        done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
+        for _ in range(limit):
+            # No KV cache: at most 8 steps over at most 9 positions, cheaper than the bookkeeping.
+            nxt = self.answer_logits(ids, state)[:, -1].argmax(-1)
+            nxt = nxt.masked_fill(done, t.pad_id)
+            ids = torch.cat([ids, nxt[:, None]], dim=1)
+            done |= nxt == t.eos_id
+            if bool(done.all()):
+                break
+        out = ids[:, 1:]
+        return (out, maps or []) if return_maps else out
+
+    # Checkpoints ----------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each atomically)."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        _atomic_write(out / WEIGHTS_FILE, lambda p: save_file(state, str(p), {"format": "pt"}))
+        _atomic_write(out / CONFIG_FILE, lambda p: self.config.to_json(p))
+        return out
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> CoTokVQA:
+        """Load a checkpoint written by ``save_pretrained``; never unpickles anything."""
+        d = Path(directory)
+        cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"checkpoint {d}: missing {p.name}")
+        try:
+            cfg = CoTokConfig.from_json(cfg_path)
+        except (ValueError, TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"checkpoint {d}: {CONFIG_FILE} is not a valid config: {e}") from e
+        model = cls(cfg)
+        try:
+            weights = load_file(str(w_path), device=map_location)
+        except Exception as e:  # safetensors raises its own error types for corrupt headers
+            raise ValueError(f"checkpoint {d}: {WEIGHTS_FILE} is not readable: {e}") from e
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(weights))
+        unexpected = sorted(set(weights) - set(expected))
+        wrong = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
+        if missing or unexpected or wrong:
+            raise ValueError(
+                f"checkpoint {d}: {WEIGHTS_FILE} does not match {CONFIG_FILE}: "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong[:5]}"
+            )
+        model.load_state_dict(weights)
+        return model.eval()
+
+
+def _check_tensor(
+    name: str, x: object, ndim: int, dtypes: tuple[torch.dtype, ...], what: str
+) -> int:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor ({what}), got {type(x).__name__}")
+    if x.dim() != ndim:
+        raise ValueError(f"{name}: got shape {list(x.shape)}, expected {ndim} dimensions ({what})")
+    if x.dtype not in dtypes:
+        raise ValueError(f"{name}: got dtype {x.dtype}, expected {what}")
+    return x.shape[0]
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,181 @@
+"""The reference model: shapes, gradients, conditioning, checkpoints, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cotok_edge import CoTokConfig, CoTokVQA
+from cotok_edge.model.config import PRESETS
+
+
+@pytest.fixture(scope="module")
+def tiny() -> CoTokVQA:
+    torch.manual_seed(0)
+    return CoTokVQA(CoTokConfig.preset("tiny")).eval()
+
+
+def _check_outputs(model: CoTokVQA, batch: int) -> None:
+    cfg = model.config
+    inputs = model.example_inputs(batch)
+    out = model(**inputs, return_maps=True)
+    assert out.loss is None
+    assert out.logits.shape == (batch, 1, cfg.text.vocab_size)
+    assert torch.isfinite(out.logits).all()
+    if cfg.video_tokenizer == "tokenlearner":
+        assert len(out.maps) == cfg.steps
+        for step in out.maps:
+            for name, (t, h, w) in model.feature_grids.items():
+                a = step[name]
+                assert a.shape == (batch, cfg.tokens_per_stream, t * h * w)
+                torch.testing.assert_close(a.sum(-1), torch.ones(batch, cfg.tokens_per_stream))
+    ids = model.generate(**inputs)
+    assert ids.dtype == torch.long
+    assert ids.shape[0] == batch and 1 <= ids.shape[1] <= cfg.text.max_answer_tokens
+
+
+@pytest.mark.parametrize("preset", ["tiny", "edge"])
+def test_shapes_small_presets(preset: str) -> None:
+    torch.manual_seed(0)
+    _check_outputs(CoTokVQA(CoTokConfig.preset(preset)).eval(), batch=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["paper", "baseline-3dresnet", "baseline-x3d"])
+def test_shapes_large_presets(preset: str) -> None:
+    torch.manual_seed(0)
+    _check_outputs(CoTokVQA(CoTokConfig.preset(preset)).eval(), batch=1)
+
+
+def test_teacher_forced_loss_and_first_greedy_token(tiny: CoTokVQA) -> None:
+    inputs = tiny.example_inputs(2)
+    answers = torch.tensor([[5, 6, tiny.config.text.eos_id, 0], [7, tiny.config.text.eos_id, 0, 0]])
+    out = tiny(**inputs, answer_ids=answers)
+    assert out.logits.shape == (2, 4, tiny.config.text.vocab_size)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    first = tiny(**inputs).logits[:, 0].argmax(-1)
+    assert torch.equal(tiny.generate(**inputs)[:, 0], first)
+    # Padding does not count: changing only padded positions' targets leaves the loss unchanged.
+    padded = answers.clone()
+    padded[1, 3] = 0
+    assert torch.equal(tiny(**inputs, answer_ids=padded).loss, out.loss)
+
+
+def test_gradients_reach_every_parameter() -> None:
+    torch.manual_seed(0)
+    model = CoTokVQA(CoTokConfig.preset("tiny")).train()
+    inputs = model.example_inputs(2)
+    answers = torch.tensor([[5, 6, 2], [7, 2, 0]])
+    model(**inputs, answer_ids=answers).loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert missing == []
+
+
+def test_two_questions_give_different_maps(tiny: CoTokVQA) -> None:
+    inputs = tiny.example_inputs(1)
+    other = dict(inputs)
+    other["question_ids"] = torch.flip(inputs["question_ids"], dims=[1]) + 1
+    _, maps_a = tiny.generate(**inputs, return_maps=True)
+    _, maps_b = tiny.generate(**other, return_maps=True)
+    for step_a, step_b in zip(maps_a, maps_b, strict=True):
+        for name in tiny.stream_names:
+            # Random weights give near-uniform maps, so compare relative to their size.
+            assert not torch.allclose(step_a[name], step_b[name], rtol=1e-3, atol=0), name
+
+
+def test_maps_cost_nothing_unless_asked(tiny: CoTokVQA) -> None:
+    inputs = tiny.example_inputs(1)
+    assert tiny(**inputs).maps is None
+    assert torch.equal(tiny(**inputs).logits, tiny(**inputs, return_maps=True).logits)
+
+
+def test_save_load_round_trip_is_exact(tiny: CoTokVQA, tmp_path) -> None:
+    tiny.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = CoTokVQA.from_pretrained(tmp_path)
+    assert loaded.config == tiny.config
+    for (k, a), (k2, b) in zip(tiny.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(a, b), k
+    inputs = tiny.example_inputs(2)
+    assert torch.equal(tiny(**inputs).logits, loaded(**inputs).logits)
+
+
+def test_from_pretrained_errors(tiny: CoTokVQA, tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        CoTokVQA.from_pretrained(tmp_path)
+    tiny.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["dim"] = 64
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="does not match"):
+        CoTokVQA.from_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
+    (tmp_path / "config.json").write_text(tiny.config.to_json())
+    with pytest.raises(ValueError, match="model.safetensors is not readable"):
+        CoTokVQA.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_config_json_round_trip(preset: str, tmp_path) -> None:
+    cfg = CoTokConfig.preset(preset)
+    assert CoTokConfig.from_json(cfg.to_json()) == cfg
+    cfg.to_json(tmp_path / "c.json")
+    assert CoTokConfig.from_json(tmp_path / "c.json") == cfg
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ValueError, match="unknown preset 'papr'"):
+        CoTokConfig.preset("papr")
+    with pytest.raises(ValueError, match="unknown fields"):
+        CoTokConfig.from_dict({**CoTokConfig.preset("tiny").to_dict(), "depth": 3})
+    single = CoTokConfig.preset("tiny").with_streams(["s3"])
+    assert [s.name for s in single.streams] == ["s3"]
+
+
+# Bad input ----------------------------------------------------------------------
+
+
+def test_stream_of_wrong_shape(tiny: CoTokVQA) -> None:
+    inputs = tiny.example_inputs(1)
+    inputs["s2"] = torch.zeros(1, 3, 8, 112, 112, dtype=torch.uint8)
+    with pytest.raises(ValueError) as e:
+        tiny(**inputs)
+    msg = str(e.value)
+    assert "'s2'" in msg and "[1, 3, 8, 112, 112]" in msg and "[1, 3, 16, 112, 112]" in msg
+
+
+def test_stream_of_wrong_dtype(tiny: CoTokVQA) -> None:
+    inputs = tiny.example_inputs(1)
+    inputs["s1"] = inputs["s1"].to(torch.int32)
+    with pytest.raises(ValueError, match=r"'s1'.*torch.int32.*\[1, 3, 32, 64, 64\].*uint8"):
+        tiny(**inputs)
+
+
+def test_missing_stream(tiny: CoTokVQA) -> None:
+    inputs = tiny.example_inputs(1)
+    del inputs["s3"]
+    with pytest.raises(ValueError, match=r"expected exactly \['s1', 's2', 's3'\]"):
+        tiny.generate(**inputs)
+
+
+def test_question_over_the_limit(tiny: CoTokVQA) -> None:
+    limit = tiny.config.text.max_question_tokens
+    inputs = tiny.example_inputs(1, question_len=limit + 1)
+    with pytest.raises(ValueError, match=rf"question_ids: got shape \[1, {limit + 1}\].*{limit}"):
+        tiny(**inputs)
+
+
+def test_empty_batch(tiny: CoTokVQA) -> None:
+    inputs = tiny.example_inputs(1)
+    inputs = {k: v[:0] for k, v in inputs.items()}
+    with pytest.raises(ValueError, match=r"question_ids: empty batch \(shape \[0, L\]\)"):
+        tiny(**inputs)
+
+
+def test_mismatched_batch(tiny: CoTokVQA) -> None:
+    inputs = tiny.example_inputs(2)
+    inputs["s3"] = inputs["s3"][:1]
+    with pytest.raises(ValueError, match=r"'s3': got shape \[1, 3, 8, 224, 224\], expected \[2,"):
+        tiny(**inputs)
