@@ -179,3 +179,17 @@ def test_mismatched_batch(tiny: CoTokVQA) -> None:
     inputs["s3"] = inputs["s3"][:1]
     with pytest.raises(ValueError, match=r"'s3': got shape \[1, 3, 8, 224, 224\], expected \[2,"):
         tiny(**inputs)
+
+
+def test_questions_sharing_a_clip_match_separate_clips(tiny: CoTokVQA) -> None:
+    clips = tiny.example_inputs(2)
+    ids = torch.cat([clips["question_ids"], clips["question_ids"].flip(1)])  # 4 questions
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    index = torch.tensor([0, 1, 1, 0])
+    streams = {n: clips[n] for n in tiny.stream_names}
+    shared = tiny.generate(question_ids=ids, question_mask=mask, clip_index=index, **streams)
+    repeated = {n: v[index] for n, v in streams.items()}
+    separate = tiny.generate(question_ids=ids, question_mask=mask, **repeated)
+    assert torch.equal(shared, separate)
+    with pytest.raises(ValueError, match=r"clip_index: values must lie in \[0, 2\)"):
+        tiny(question_ids=ids, question_mask=mask, clip_index=index + 1, **streams)

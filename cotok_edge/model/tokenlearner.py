@@ -49,7 +49,8 @@ def tokenlearner_logits(x: Tensor, cond_bias: Tensor | None, w: TokenLearnerWeig
     LayerNorm.
     """
     h = x if cond_bias is None else x + cond_bias[:, None, :]
-    h = F.layer_norm(h, (h.shape[-1],), w.ln_weight, w.ln_bias, LN_EPS)
+    # normalized_shape from the weight: a constant in exported graphs even when B, N are dynamic.
+    h = F.layer_norm(h, tuple(w.ln_weight.shape), w.ln_weight, w.ln_bias, LN_EPS)
     h = F.gelu(F.linear(h, w.w1, w.b1))  # [B, N, H]
     return F.linear(h, w.w2, w.b2).transpose(1, 2)  # [B, S, N]
 
@@ -79,8 +80,17 @@ _fused: list[tuple[Callable[[Tensor], bool], FusedImpl]] = []
 
 
 def register_fused(applies: Callable[[Tensor], bool], impl: FusedImpl) -> None:
-    """Register a fused forward used in place of the reference when ``applies(x)``."""
+    """Register a fused forward used in place of the reference when ``applies(x)``.
+
+    Registering the same ``impl`` again replaces its entry (so it is safe to call twice).
+    """
+    _fused[:] = [(a, i) for a, i in _fused if i is not impl]
     _fused.append((applies, impl))
+
+
+def registered_fused() -> list[FusedImpl]:
+    """The registered fused implementations, in the order they are tried."""
+    return [impl for _, impl in _fused]
 
 
 def clear_fused() -> None:

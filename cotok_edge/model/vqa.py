@@ -110,8 +110,13 @@ class CoTokVQA(nn.Module):
         question_ids: Tensor,
         question_mask: Tensor,
         answer_ids: Tensor | None = None,
+        clip_index: Tensor | None = None,
     ) -> int:
-        """Check names, shapes and dtypes; return the batch size. Raises ``ValueError``."""
+        """Check names, shapes and dtypes; return the number of questions. Raises ``ValueError``.
+
+        Without ``clip_index`` the streams hold one clip per question. With it,
+        the streams hold C clips and ``clip_index [B]`` names each question's clip.
+        """
         names = set(self.stream_names)
         if set(streams) != names:
             raise ValueError(
@@ -133,9 +138,23 @@ class CoTokVQA(nn.Module):
                 f"question_mask: got shape {got}, expected {list(question_ids.shape)} "
                 "(the shape of question_ids)"
             )
+        clips = batch
+        if clip_index is not None:
+            _check_tensor("clip_index", clip_index, 1, INT_DTYPES, "[B] integer clip indices")
+            first = streams[self.stream_names[0]]
+            clips = first.shape[0] if isinstance(first, Tensor) and first.dim() == 5 else 0
+            if clip_index.shape[0] != batch:
+                raise ValueError(
+                    f"clip_index: got shape {list(clip_index.shape)}, expected [{batch}] "
+                    "(one clip per question)"
+                )
+            if clips == 0 or clip_index.min() < 0 or clip_index.max() >= clips:
+                raise ValueError(
+                    f"clip_index: values must lie in [0, {clips}) (the streams hold {clips} clips)"
+                )
         for name in self.stream_names:
             x = streams[name]
-            want = (batch, *self.stream_shape(name))
+            want = (clips, *self.stream_shape(name))
             if not isinstance(x, Tensor):
                 raise ValueError(
                     f"video stream {name!r}: expected a torch.Tensor of shape {list(want)}, "
@@ -172,6 +191,13 @@ class CoTokVQA(nn.Module):
         feats = {name: self.backbones[name](self.normalize(streams[name])) for name in streams}
         return self.cotokenizer.project_video(feats)
 
+    @staticmethod
+    def select_clips(video: dict[str, Tensor], clip_index: Tensor | None) -> dict[str, Tensor]:
+        """``{stream: [C, N_s, d]}`` -> ``{stream: [B, N_s, d]}``; row b: clip_index[b]."""
+        if clip_index is None:
+            return video
+        return {name: v.index_select(0, clip_index.long()) for name, v in video.items()}
+
     def encode_question(self, question_ids: Tensor, question_mask: Tensor) -> Tensor:
         """``[B, L]`` ids -> ``[B, L, D_text]`` encoded question."""
         return self.text_encoder(self.text_embed(question_ids), question_mask.bool())
@@ -200,12 +226,16 @@ class CoTokVQA(nn.Module):
         question_mask: Tensor,
         answer_ids: Tensor | None = None,
         *,
+        clip_index: Tensor | None = None,
         return_maps: bool = False,
         **streams: Tensor,
     ) -> CoTokOutput:
-        """Teacher-forced answer loss (training); streams are passed by name (``s1=...``)."""
-        batch = self.validate_inputs(streams, question_ids, question_mask, answer_ids)
-        video = self.encode_video(streams)
+        """Teacher-forced answer loss (training); streams are passed by name (``s1=...``).
+
+        ``clip_index [B]`` lets several questions share one clip's backbone pass.
+        """
+        batch = self.validate_inputs(streams, question_ids, question_mask, answer_ids, clip_index)
+        video = self.select_clips(self.encode_video(streams), clip_index)
         state, maps = self.joint_memory(video, question_ids, question_mask, return_maps)
         bos = torch.full((batch, 1), self.config.text.bos_id, device=question_ids.device)
         if answer_ids is None:
@@ -226,6 +256,7 @@ class CoTokVQA(nn.Module):
         question_mask: Tensor,
         *,
         max_new_tokens: int | None = None,
+        clip_index: Tensor | None = None,
         return_maps: bool = False,
         **streams: Tensor,
     ) -> Tensor | tuple[Tensor, list[dict[str, Tensor]]]:
@@ -238,8 +269,8 @@ class CoTokVQA(nn.Module):
         limit = t.max_answer_tokens if max_new_tokens is None else max_new_tokens
         if not 1 <= limit <= t.max_answer_tokens:
             raise ValueError(f"max_new_tokens: got {limit}, expected 1..{t.max_answer_tokens}")
-        batch = self.validate_inputs(streams, question_ids, question_mask)
-        video = self.encode_video(streams)
+        batch = self.validate_inputs(streams, question_ids, question_mask, None, clip_index)
+        video = self.select_clips(self.encode_video(streams), clip_index)
         state, maps = self.joint_memory(video, question_ids, question_mask, return_maps)
         ids = torch.full((batch, 1), t.bos_id, dtype=torch.long, device=question_ids.device)
         done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
