@@ -124,3 +124,42 @@ def test_eager_values_inside_the_context_are_the_reference():
     with export_tokenlearner_as_plugin():
         got = model(*args)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+class QuestionPart(nn.Module):
+    """The model's question-dependent graph: projected video features + question -> memory."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, s1: torch.Tensor, s2: torch.Tensor, s3: torch.Tensor, ids: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        state, _ = self.model.joint_memory({"s1": s1, "s2": s2, "s3": s3}, ids, mask)
+        return state.tokens
+
+
+def test_model_plugin_variant_has_one_node_per_stream_per_step():
+    from cotok_edge import CoTokConfig, CoTokVQA
+
+    torch.manual_seed(0)
+    model = CoTokVQA(CoTokConfig.preset("tiny")).eval()
+    inputs = model.example_inputs(1)
+    with torch.no_grad():
+        video = model.encode_video({n: inputs[n] for n in model.stream_names})
+    args = (video["s1"], video["s2"], video["s3"], inputs["question_ids"], inputs["question_mask"])
+    f = io.BytesIO()
+    with warnings.catch_warnings(), export_tokenlearner_as_plugin():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(QuestionPart(model), args, f, dynamo=False, opset_version=17)
+    plugin = onnx.load_from_string(f.getvalue())
+    onnx.checker.check_model(plugin, full_check=True)
+    cfg = model.config
+    assert len(_plugin_nodes(plugin)) == len(cfg.streams) * cfg.steps
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(QuestionPart(model), args, f, dynamo=False, opset_version=17)
+    plain = onnx.load_from_string(f.getvalue())
+    assert _plugin_nodes(plain) == []
+    assert sum(n.op_type == "Softmax" for n in plain.graph.node) >= len(cfg.streams) * cfg.steps
