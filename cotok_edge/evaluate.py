@@ -1,0 +1,124 @@
+"""Evaluate a checkpoint on a QA split: accuracy overall and per category.
+
+    python -m cotok_edge.evaluate [--checkpoint DIR] --data DIR --format msrvtt-qa --split test
+
+Prints JSON: ``accuracy`` (exact match of the normalised answer; for iVQA the
+mean of min(1, matching annotators / 2)), ``per_category`` ``{id: {accuracy,
+count}}`` and ``count``. Without ``--checkpoint`` the shipped default model is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .data.clips import ClipQuestions, StreamCache, group_by_clip
+from .data.datasets import FORMATS, QARecord, accuracy, load_split
+from .data.text import decode_answer, encode_questions, load_tokenizer
+from .data.video import StreamSpec
+from .model import CoTokVQA
+
+
+@torch.no_grad()
+def predict_clips(
+    model: CoTokVQA,
+    tokenizer: object,
+    clips: Sequence[ClipQuestions],
+    cache: StreamCache,
+    clips_per_batch: int = 8,
+    show_progress: bool = False,
+) -> list[list[str]]:
+    """Greedy answers, ``[clip][question]``, one backbone pass per clip."""
+    model.eval()
+    device = next(model.parameters()).device
+    max_len = model.config.text.max_question_tokens
+    out: list[list[str]] = []
+    starts = range(0, len(clips), clips_per_batch)
+    for start in tqdm(starts, desc="answering", disable=not show_progress, unit="batch"):
+        idx = list(range(start, min(start + clips_per_batch, len(clips))))
+        streams = {k: torch.from_numpy(v).to(device) for k, v in cache.batch(idx).items()}
+        questions = [q for i in idx for q in clips[i].questions]
+        clip_index = torch.tensor([j for j, i in enumerate(idx) for _ in clips[i].questions])
+        ids, mask = encode_questions(tokenizer, questions, max_len, truncate=True)
+        answer_ids = model.generate(
+            question_ids=ids.to(device), question_mask=mask.to(device),
+            clip_index=clip_index.to(device), **streams,
+        )  # fmt: skip
+        texts = [decode_answer(tokenizer, row.tolist()) for row in answer_ids.cpu()]
+        pos = 0
+        for i in idx:
+            n = len(clips[i].questions)
+            out.append(texts[pos : pos + n])
+            pos += n
+    return out
+
+
+def score(
+    clips: Sequence[ClipQuestions], predictions: Sequence[Sequence[str]], metric: str = "exact"
+) -> dict[str, object]:
+    """Accuracy overall and per category (:func:`cotok_edge.data.datasets.accuracy`)."""
+    records = [
+        QARecord(Path(c.video_path), q, a, rid, cat, c.start, c.end)
+        for c in clips
+        for q, a, cat, rid in zip(c.questions, c.answers, c.category_ids, c.record_ids, strict=True)
+    ]
+    flat = [p for preds in predictions for p in preds]
+    return accuracy(records, flat, metric)
+
+
+def evaluate_clips(
+    model: CoTokVQA,
+    tokenizer: object,
+    clips: Sequence[ClipQuestions],
+    cache_root: Path,
+    metric: str = "exact",
+    show_progress: bool = False,
+) -> dict[str, object]:
+    specs = [StreamSpec(s.name, s.frames, s.size) for s in model.config.streams]
+    cache = StreamCache(clips, specs, cache_root, show_progress=show_progress)
+    preds = predict_clips(model, tokenizer, clips, cache, show_progress=show_progress)
+    return score(clips, preds, metric)
+
+
+def default_checkpoint() -> Path:
+    return Path(__file__).parent / "assets" / "default"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cotok_edge.evaluate", description=__doc__)
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, help="evaluate only the first N clips")
+    p.add_argument("--cache-dir", type=Path, help="decoded-clip cache (default DATA/.stream-cache)")
+    args = p.parse_args(argv)
+    ckpt = args.checkpoint or default_checkpoint()
+    tok_file = ckpt / "tokenizer.json"
+    if not tok_file.is_file():
+        p.error(f"--checkpoint {ckpt}: no tokenizer.json beside the weights")
+    try:
+        model = CoTokVQA.from_pretrained(ckpt)
+    except (FileNotFoundError, ValueError) as e:
+        p.error(f"--checkpoint: {e}")
+    tokenizer = load_tokenizer(tok_file)
+    clips = group_by_clip(load_split(args.format, args.data, args.split))
+    if args.limit:
+        clips = clips[: args.limit]
+    metric = "ivqa" if args.format == "ivqa" else "exact"
+    cache_root = args.cache_dir or args.data / ".stream-cache"
+    result = evaluate_clips(model, tokenizer, clips, cache_root, metric, show_progress=True)
+    result.update({"checkpoint": str(ckpt), "split": args.split, "format": args.format})
+    json.dump(result, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

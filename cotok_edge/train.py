@@ -1,0 +1,338 @@
+"""Train the co-tokenization model: caption pre-training or QA fine-tuning.
+
+    python -m cotok_edge.train --data DIR --format msrvtt-qa --preset tiny --out runs/tiny
+    torchrun --nproc_per_node 2 -m cotok_edge.train ...      (DistributedDataParallel)
+
+AdamW with linear warm-up and cosine decay, gradient clipping, bf16 autocast
+where the device supports it, a tqdm bar, an atomic resumable checkpoint every
+``--checkpoint-every`` steps (``--resume`` continues exactly), periodic
+validation per category into ``metrics.jsonl``, and at the end the final model
+(``OUT/model``: config.json, model.safetensors, tokenizer.json) and a plot of
+the learning curve per category (``OUT/learning_curve.png``).
+
+Each step takes ``--clips`` clips and *all* their questions: the backbones run
+once per clip, the question-dependent part once per question.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .data.clips import ClipQuestions, StreamCache, group_by_clip
+from .data.datasets import FORMATS, load_split
+from .data.text import (
+    encode_answers,
+    encode_questions,
+    load_tokenizer,
+    normalize_answer,
+    save_tokenizer,
+    train_tokenizer,
+)
+from .data.video import StreamSpec
+from .evaluate import evaluate_clips
+from .model import CoTokConfig, CoTokVQA
+from .model.config import PRESETS
+from .train_state import load_training_checkpoint, save_training_checkpoint
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m cotok_edge.train", description=__doc__)
+    p.add_argument("--data", type=Path, required=True, help="dataset folder")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--init", type=Path, help="start from this checkpoint (and its tokenizer)")
+    p.add_argument("--streams", help="comma-separated subset of the preset's streams")
+    p.add_argument("--cotok-steps", type=int, help="override K, the co-tokenization steps")
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
+    p.add_argument("--clips", type=int, default=8, help="clips per step (all their questions)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    p.add_argument("--clip-grad", type=float, default=1.0)
+    p.add_argument("--fraction", type=float, default=1.0, help="use this share of the clips")
+    p.add_argument("--vocab-size", type=int, default=1024, help="tokenizer size when trained")
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--eval-split", default="val")
+    p.add_argument("--eval-clips", type=int, default=200, help="validation clips per evaluation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--cache-dir", type=Path, help="decoded-clip cache (default OUT/.stream-cache)")
+    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint exactly")
+    p.add_argument(
+        "--stop-at", type=int, help="stop after this step, keeping the schedule of --steps"
+    )
+    p.add_argument("--force", action="store_true", help="start over in an existing OUT")
+    args = p.parse_args(argv)
+    for name in ("steps", "clips", "checkpoint_every", "eval_every"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0.0 < args.fraction <= 1.0:
+        p.error("--fraction must be in (0, 1]")
+    if not args.data.is_dir():
+        p.error(f"--data {args.data}: no such folder")
+    if args.init is not None and not (args.init / "config.json").is_file():
+        p.error(f"--init {args.init}: not a checkpoint folder (no config.json)")
+    if (args.out / "checkpoint").exists() and not (args.resume or args.force):
+        p.error(f"--out {args.out} already holds a run: pass --resume or --force")
+    if args.resume and not (args.out / "checkpoint").exists():
+        p.error(f"--resume: {args.out}/checkpoint does not exist")
+    return args
+
+
+def lr_at(step: int, args: argparse.Namespace) -> float:
+    """Linear warm-up to ``--lr``, then cosine decay to 0 at ``--steps``."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
+    return args.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def training_answer(answers: list[str]) -> str:
+    """The target among several annotators' answers: the most frequent, first on ties."""
+    norm = [normalize_answer(a) for a in answers]
+    return max(norm, key=lambda a: (norm.count(a), -norm.index(a)))
+
+
+class ClipBatches:
+    """Deterministic clip order: epoch e is a permutation seeded by (seed, e).
+
+    Step ``s`` always sees the same clips, so a resumed run replays exactly.
+    Under DDP each rank takes every ``world``-th clip of the step's batch.
+    """
+
+    def __init__(self, num_clips: int, clips_per_step: int, seed: int, rank: int, world: int):
+        self.n, self.per_step, self.seed = num_clips, clips_per_step, seed
+        self.rank, self.world = rank, world
+
+    def __call__(self, step: int) -> list[int]:
+        start = step * self.per_step
+        out = []
+        for pos in range(start, start + self.per_step):
+            epoch, i = divmod(pos, self.n)
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            out.append(int(perm[i]))
+        return out[self.rank :: self.world]
+
+
+def make_batch(
+    cache: StreamCache,
+    clips: list[ClipQuestions],
+    indices: list[int],
+    question_ids: list[torch.Tensor],
+    question_mask: list[torch.Tensor],
+    answer_ids: list[torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Streams of ``indices`` ``[C, 3, T, S, S]`` and all their questions ``[B, L]``."""
+    streams = {k: torch.from_numpy(v) for k, v in cache.batch(indices).items()}
+    rows = [(j, q) for j, i in enumerate(indices) for q in range(len(clips[i].questions))]
+    return {
+        **streams,
+        "question_ids": torch.stack([question_ids[indices[j]][q] for j, q in rows]),
+        "question_mask": torch.stack([question_mask[indices[j]][q] for j, q in rows]),
+        "answer_ids": torch.stack([answer_ids[indices[j]][q] for j, q in rows]),
+        "clip_index": torch.tensor([j for j, _ in rows]),
+    }
+
+
+def _setup_distributed() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    rank = dist.get_rank()
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def _use_bf16(flag: str, device: torch.device) -> bool:
+    if flag == "on":
+        return True
+    if flag == "off":
+        return False
+    # CPU bf16 autocast is emulated (slower than fp32) on CPUs without AMX/AVX512-BF16.
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
+    cfg = CoTokConfig.preset(args.preset)
+    cfg.text.vocab_size = vocab_size
+    if args.streams:
+        cfg = cfg.with_streams([s.strip() for s in args.streams.split(",")])
+    if args.cotok_steps:
+        cfg.steps = args.cotok_steps
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rank, world, device = _setup_distributed()
+    main_process = rank == 0
+    torch.manual_seed(args.seed)
+    if main_process:
+        if args.force and args.out.exists() and not args.resume:
+            shutil.rmtree(args.out)
+        args.out.mkdir(parents=True, exist_ok=True)
+
+    records = load_split(args.format, args.data, "train")
+    tok_file = args.out / "tokenizer.json"
+    if args.init is not None and (args.init / "tokenizer.json").is_file():
+        tokenizer = load_tokenizer(args.init / "tokenizer.json")
+        if main_process:
+            shutil.copyfile(args.init / "tokenizer.json", tok_file)
+    elif args.resume:
+        tokenizer = load_tokenizer(args.out / "checkpoint" / "tokenizer.json")
+    else:
+        texts = [r.question for r in records] + [a for r in records for a in r.answers]
+        tokenizer = train_tokenizer(texts, args.vocab_size)
+        if main_process:
+            save_tokenizer(tokenizer, tok_file)
+
+    if args.init is not None:
+        model = CoTokVQA.from_pretrained(args.init)
+        if model.config.text.vocab_size < tokenizer.get_vocab_size():
+            raise SystemExit(f"--init {args.init}: its vocabulary is smaller than the tokenizer's")
+    else:
+        model = CoTokVQA(build_config(args, tokenizer.get_vocab_size()))
+    cfg = model.config
+    model.to(device).train()
+
+    clips = group_by_clip(records)
+    if args.fraction < 1.0:
+        keep = np.random.default_rng(args.seed).permutation(len(clips))
+        clips = [clips[i] for i in sorted(keep[: max(1, round(args.fraction * len(clips)))])]
+    specs = [StreamSpec(s.name, s.frames, s.size) for s in cfg.streams]
+    cache_root = args.cache_dir or args.out / ".stream-cache"
+    if world > 1 and not main_process:
+        dist.barrier()  # let rank 0 decode the clips once
+    cache = StreamCache(clips, specs, cache_root, show_progress=main_process)
+    if world > 1 and main_process:
+        dist.barrier()
+
+    t = cfg.text
+    q_ids, q_mask, a_ids = [], [], []
+    for c in clips:
+        ids, mask = encode_questions(tokenizer, c.questions, t.max_question_tokens, truncate=True)
+        q_ids.append(ids)
+        q_mask.append(mask)
+        answers = [training_answer(a) for a in c.answers]
+        a_ids.append(encode_answers(tokenizer, answers, t.max_answer_tokens))
+
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    start_step = 0
+    if args.resume:
+        state = load_training_checkpoint(args.out / "checkpoint", model, opt)
+        start_step = state["step"]
+    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=None) if world > 1 else model
+    batches = ClipBatches(len(clips), args.clips, args.seed, rank, world)
+    bf16 = _use_bf16(args.bf16, device)
+    eval_clips = _eval_clips(args, cfg) if main_process else []
+    metrics_file = args.out / "metrics.jsonl"
+
+    bar = tqdm(
+        range(start_step, args.steps), initial=start_step, total=args.steps,
+        desc="train", disable=not main_process,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    for step in bar:
+        if args.stop_at is not None and step >= args.stop_at:
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args)
+        batch = make_batch(cache, clips, batches(step), q_ids, q_mask, a_ids)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = ddp(**batch).loss
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        done = step + 1
+        if main_process:
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_at(step, args):.2e}")
+            record = {"step": done, "loss": loss.item(), "grad_norm": float(grad_norm)}
+            record["seconds"] = time.perf_counter() - t0
+            if done % args.eval_every == 0 or done == args.steps:
+                if eval_clips:
+                    model.eval()
+                    record["eval"] = evaluate_clips(model, tokenizer, eval_clips, cache_root)
+                    model.train()
+                    bar.write(f"step {done}: {json.dumps(record['eval'])}")
+            with open(metrics_file, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if done % args.checkpoint_every == 0 or done in (args.steps, args.stop_at):
+                state = {"step": done, "seed": args.seed, "args": _jsonable(args)}
+                save_training_checkpoint(args.out / "checkpoint", model, opt, state, tok_file)
+    finished = args.stop_at is None or args.stop_at >= args.steps
+    if main_process and finished:
+        final = args.out / "model"
+        save_training_checkpoint(final, model, opt, {"step": args.steps}, tok_file)
+        for extra in ("optimizer.safetensors", "rng.safetensors", "train_state.json"):
+            (final / extra).unlink()
+        _plot_learning_curve(metrics_file, args.out / "learning_curve.png")
+        print(f"model: {final}")
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+def _eval_clips(args: argparse.Namespace, cfg: CoTokConfig) -> list[ClipQuestions]:
+    try:
+        records = load_split(args.format, args.data, args.eval_split)
+    except FileNotFoundError:
+        print(f"no {args.eval_split} split in {args.data}: training without validation",
+              file=sys.stderr)  # fmt: skip
+        return []
+    return group_by_clip(records)[: args.eval_clips]
+
+
+def _jsonable(args: argparse.Namespace) -> dict[str, object]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def _plot_learning_curve(metrics_file: Path, png: Path) -> None:
+    """Loss and per-category validation accuracy against steps (skipped without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.8)
+    ax_loss.set(xlabel="step", ylabel="training loss", yscale="log", title="loss")
+    evals = [r for r in rows if "eval" in r]
+    if evals:
+        steps = [r["step"] for r in evals]
+        ax_acc.plot(steps, [r["eval"]["accuracy"] for r in evals], "k-o", label="overall", ms=3)
+        for cat in sorted({c for r in evals for c in r["eval"].get("per_category", {})}):
+            acc = [r["eval"]["per_category"].get(cat, {}).get("accuracy") for r in evals]
+            ax_acc.plot(steps, acc, "-o", ms=3, label=f"category {cat}")
+        ax_acc.legend(fontsize=8)
+    ax_acc.set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title="validation accuracy")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

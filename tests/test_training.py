@@ -1,0 +1,102 @@
+"""Training and evaluation end to end on a few synthetic clips (tiny preset, real streams)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cotok_edge.data.synthetic import generate
+from cotok_edge.evaluate import main as evaluate_main
+from cotok_edge.train import ClipBatches, lr_at, parse_args, training_answer
+from cotok_edge.train import main as train_main
+
+COMMON = ["--format", "msrvtt-qa", "--preset", "tiny", "--clips", "2", "--eval-every", "1000"]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, train=4, val=2, test=2, seed=3, workers=1, progress=False)
+    return out
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoint" / "model.safetensors"))
+
+
+def test_resume_is_exact(synth: Path, tmp_path: Path) -> None:
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--data", str(synth)]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train_main([*COMMON, *cache, "--out", str(straight), "--steps", "3"]) == 0
+    assert (
+        train_main([*COMMON, *cache, "--out", str(resumed), "--steps", "3", "--stop-at", "2"]) == 0
+    )
+    assert not (resumed / "model").exists()  # stopped early: no final model yet
+    assert train_main([*COMMON, *cache, "--out", str(resumed), "--steps", "3", "--resume"]) == 0
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    losses = [json.loads(line)["loss"] for line in (straight / "metrics.jsonl").open()]
+    assert len(losses) == 3
+    assert (straight / "model" / "tokenizer.json").is_file()
+    assert (straight / "learning_curve.png").stat().st_size > 0
+
+
+def test_refuses_to_overwrite_a_run(synth: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        parse_args(["--data", str(synth), "--format", "msrvtt-qa", "--out", str(run)])
+
+
+def test_evaluate_prints_accuracy_per_category(synth: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    args = [*COMMON, "--data", str(synth), "--out", str(run), "--steps", "1"]
+    assert train_main([*args, "--cache-dir", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    rc = evaluate_main(
+        ["--checkpoint", str(run / "model"), "--data", str(synth), "--format", "msrvtt-qa",
+         "--split", "test", "--cache-dir", str(tmp_path / "c")]
+    )  # fmt: skip
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["count"] == 8  # 2 clips x 4 questions
+    assert set(result["per_category"]) == {"0", "1", "2", "3"}
+    assert 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_schedule_and_batches() -> None:
+    ns = type("A", (), {"lr": 1.0, "warmup": 10, "steps": 110})()
+    assert lr_at(0, ns) == pytest.approx(0.1)
+    assert lr_at(9, ns) == pytest.approx(1.0)
+    assert lr_at(60, ns) == pytest.approx(0.5)
+    assert lr_at(110, ns) == pytest.approx(0.0)
+    b = ClipBatches(5, 4, seed=1, rank=0, world=1)
+    seen = b(0) + b(1)[:1]  # the first 5 clips drawn are one epoch: each clip once
+    assert sorted(seen) == [0, 1, 2, 3, 4]
+    halves = [ClipBatches(5, 4, 1, r, 2)(3) for r in (0, 1)]
+    assert sorted(halves[0] + halves[1]) == sorted(b(3))
+    assert training_answer(["A cat", "dog", "cat"]) == "cat"
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(synth: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "cotok_edge.train", *COMMON, "--data", str(synth), "--out", str(run),
+        "--steps", "2", "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "model" / "model.safetensors").is_file()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
