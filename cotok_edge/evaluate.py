@@ -23,6 +23,7 @@ from .data.datasets import FORMATS, QARecord, accuracy, load_split
 from .data.text import decode_answer, encode_questions, load_tokenizer
 from .data.video import StreamSpec
 from .model import CoTokVQA
+from .model.vqa import DEFAULT_CHECKPOINT
 
 
 @torch.no_grad()
@@ -86,10 +87,6 @@ def evaluate_clips(
     return score(clips, preds, metric)
 
 
-def default_checkpoint() -> Path:
-    return Path(__file__).parent / "assets" / "default"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cotok_edge.evaluate", description=__doc__)
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
@@ -99,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="evaluate only the first N clips")
     p.add_argument("--cache-dir", type=Path, help="decoded-clip cache (default DATA/.stream-cache)")
     args = p.parse_args(argv)
-    ckpt = args.checkpoint or default_checkpoint()
+    ckpt = args.checkpoint or DEFAULT_CHECKPOINT
     tok_file = ckpt / "tokenizer.json"
     if not tok_file.is_file():
         p.error(f"--checkpoint {ckpt}: no tokenizer.json beside the weights")

@@ -30,6 +30,8 @@ from .streams import StreamBackbone
 from .text import AnswerDecoder, TextEncoder
 
 CONFIG_FILE = "config.json"
+# The shipped demonstration model (see cotok_edge/assets/README.md).
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "default"
 WEIGHTS_FILE = "model.safetensors"
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 INT_DTYPES = (torch.int64, torch.int32)
@@ -296,9 +298,14 @@ class CoTokVQA(nn.Module):
         return out
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> CoTokVQA:
-        """Load a checkpoint written by ``save_pretrained``; never unpickles anything."""
-        d = Path(directory)
+    def from_pretrained(
+        cls, directory: str | Path | None = None, map_location: str = "cpu"
+    ) -> CoTokVQA:
+        """Load a checkpoint written by ``save_pretrained``; never unpickles anything.
+
+        Without ``directory``, the shipped default model (:data:`DEFAULT_CHECKPOINT`).
+        """
+        d = DEFAULT_CHECKPOINT if directory is None else Path(directory)
         cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
         for p in (cfg_path, w_path):
             if not p.is_file():
