@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .model import CoTokVQA
+from .model.vqa import _umask
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "train_state.json"
@@ -63,6 +64,7 @@ def save_training_checkpoint(
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it owner-only; give the usual mode
         model.save_pretrained(tmp)
         if tokenizer_file is not None:
             shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
