@@ -15,14 +15,7 @@ from cotok_edge.export.checks import OnnxCheckError, check_model  # noqa: E402
 
 from cotok_edge import CoTokConfig, CoTokVQA  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Two intra-op threads on a loaded 2-core machine spin against each other; one is ~10x faster.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
