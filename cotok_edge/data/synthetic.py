@@ -77,6 +77,7 @@ __all__ = [
     "ClipSpec",
     "draw_clip",
     "generate",
+    "generate_subset",
     "make_clip_spec",
     "shape_coverage",
     "write_video",
@@ -499,10 +500,37 @@ def generate(
     """
     if min(train, val, test) < 0:
         raise ValueError(f"split sizes must be >= 0, got train={train} val={val} test={test}")
+    n = train + val + test
+    splits = {
+        "train": range(0, train),
+        "val": range(train, train + val),
+        "test": range(train + val, n),
+    }
+    return generate_subset(out, splits, seed, workers, progress)
+
+
+def generate_subset(
+    out: str | os.PathLike[str],
+    splits: dict[str, Sequence[int]],
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write only the clips ``splits`` names (``{split: clip indices}``), same layout.
+
+    Clip ``i`` is the same clip as in the full benchmark of this seed (``generate`` with
+    ``--train`` + ``--val`` > ``i`` for a test clip, and so on), so a subset reproduces,
+    say, the first 100 test clips of ``--train 1200 --val 150 --test 300`` without
+    writing the other 1,550. Question ids are unique within the subset (they are only
+    those of the full set when the subset starts at clip 0).
+    """
     root = Path(out)
     (root / "videos").mkdir(parents=True, exist_ok=True)
-    n = train + val + test
-    jobs = [(str(root), seed, i) for i in range(n)]
+    indices = sorted({int(i) for rows in splits.values() for i in rows})
+    if indices and indices[0] < 0:
+        raise ValueError(f"clip indices must be >= 0, got {indices[0]}")
+    jobs = [(str(root), seed, i) for i in indices]
+    n = len(jobs)
     if workers is None:
         workers = (
             len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -524,12 +552,11 @@ def generate(
                 bar.update()
     bar.close()
 
-    bounds = {"train": (0, train), "val": (train, train + val), "test": (train + val, n)}
     qid = 0
-    for split, (a, b) in bounds.items():
+    for split, rows_of in splits.items():
         rows = []
-        for i in range(a, b):
-            for cat, q, ans in results[i][0]:
+        for i in rows_of:
+            for cat, q, ans in results[int(i)][0]:
                 rows.append(
                     {
                         "question": q,
@@ -542,7 +569,7 @@ def generate(
                 qid += 1
         (root / f"{split}_qa.json").write_text(json.dumps(rows, indent=1) + "\n")
     with open(root / "captions.jsonl", "w") as f:
-        for i in range(n):
+        for i in indices:
             line = {
                 "video_id": f"video{i}",
                 "start": 0.0,
@@ -554,7 +581,8 @@ def generate(
     meta = {
         "generator": "cotok_edge.data.synthetic",
         "seed": seed,
-        "splits": {"train": train, "val": val, "test": test},
+        "splits": {k: len(v) for k, v in splits.items()},
+        "clip_indices": {k: _ranges(v) for k, v in splits.items()},
         "clip": {"frames": FRAMES, "fps": FPS, "size": SIZE, "codec": "h264 yuv420p crf 18"},
         "categories": {str(k): v for k, v in CATEGORIES.items()},
         "answers": {
@@ -566,6 +594,17 @@ def generate(
     }
     (root / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     return {"clips": n, "questions": qid, "seconds": seconds, "workers": workers}
+
+
+def _ranges(indices: Sequence[int]) -> list[list[int]]:
+    """``[0, 1, 2, 5]`` -> ``[[0, 3], [5, 6]]`` (half-open runs, for meta.json)."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and runs[-1][1] == i:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([int(i), int(i) + 1])
+    return runs
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,180 @@
+"""The deployment bundle: its manifest, file hashes and atomic publication.
+
+A bundle is a folder written by ``python -m cotok_edge.build`` and read by
+``cotok_edge.runtime``::
+
+    manifest.json                   this module's format (BUNDLE_FORMAT), see below
+    video_encoder.onnx              uint8 streams -> projected stream features
+    question_decoder.onnx           features + question -> answer ids/scores/logits
+    question_decoder_explain.onnx   FP32, adds the TokenLearner maps (explanations)
+    question_decoder_plugin.onnx    TensorRT targets only: fused TokenLearner plugin nodes
+    tokenizer.json
+    checkpoint/                     config.json + model.safetensors (the torch backend)
+    plugins/                        plugin sources + CMakeLists.txt (TensorRT targets)
+    model.engine                    only where TensorRT and the target GPU were present
+    report.md
+
+The manifest holds ``format``, ``target``, ``precision``, ``model_config``, the
+ONNX spec of :func:`cotok_edge.export.onnx.export_model` under ``onnx``
+(graph files, inputs/outputs, batch mode), ``tokenizer``, ``checkpoint``,
+``versions``, ``parity`` and ``files`` (``{relative path: sha256}`` for every
+file in the bundle except the manifest itself).
+
+This module imports neither torch nor onnx: the runtime uses it on the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+BUNDLE_FORMAT = "cotok-bundle/1"
+MANIFEST = "manifest.json"
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used: missing, unreadable, tampered with or of another format."""
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def bundle_files(root: str | Path) -> list[str]:
+    """Every file under ``root`` except the manifest, as sorted POSIX relative paths."""
+    root = Path(root)
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.relative_to(root).as_posix() != MANIFEST
+    )
+
+
+def hash_files(root: str | Path) -> dict[str, str]:
+    """``{relative path: sha256}`` for every file of the bundle at ``root``."""
+    return {name: sha256_of(Path(root) / name) for name in bundle_files(root)}
+
+
+def write_manifest(root: str | Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Hash every file under ``root`` and write ``manifest.json`` (atomically); return it."""
+    root = Path(root)
+    full = {"format": BUNDLE_FORMAT, **manifest, "files": hash_files(root)}
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=root)
+    with os.fdopen(fd, "w") as f:
+        json.dump(full, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, root / MANIFEST)
+    return full
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    """Read and validate ``root/manifest.json`` (format version and required fields).
+
+    Raises :class:`BundleError` naming the bundle and what is wrong. File hashes are
+    checked separately, by :func:`verify_files`, for the files a backend uses.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise BundleError(f"bundle {root}: no such folder")
+    if not root.is_dir():
+        raise BundleError(f"bundle {root}: not a folder (a bundle is the folder build wrote)")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"bundle {root}: no {MANIFEST}; is this a folder written by build?")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"bundle {root}: {MANIFEST} is not readable JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"bundle {root}: {MANIFEST} is not a JSON object")
+    fmt = manifest.get("format")
+    if fmt != BUNDLE_FORMAT:
+        raise BundleError(
+            f"bundle {root}: manifest format {fmt!r} is not {BUNDLE_FORMAT!r}, the one this "
+            f"version of cotok-edge reads; rebuild the bundle with this version "
+            f"(python -m cotok_edge.build)"
+        )
+    for key in ("target", "precision", "model_config", "onnx", "files"):
+        if key not in manifest:
+            raise BundleError(f"bundle {root}: {MANIFEST} has no {key!r} field")
+    if not isinstance(manifest["files"], dict):
+        raise BundleError(f"bundle {root}: {MANIFEST} 'files' is not an object")
+    return manifest
+
+
+def verify_files(
+    root: str | Path, manifest: dict[str, Any], names: Iterable[str] | None = None
+) -> None:
+    """Check that each named file (all by default) exists and has the manifest's sha256.
+
+    A file under a named folder (``"checkpoint/"``) selects every file below it.
+    Raises :class:`BundleError` naming the first file that is missing or altered.
+    """
+    root = Path(root)
+    files: dict[str, str] = manifest["files"]
+    wanted = list(files) if names is None else _expand(files, names, root)
+    for name in wanted:
+        path = root / name
+        if not path.is_file():
+            raise BundleError(f"bundle {root}: {name} is listed in {MANIFEST} but missing")
+        if sha256_of(path) != files[name]:
+            raise BundleError(
+                f"bundle {root}: {name} does not match its sha256 in {MANIFEST} "
+                f"(altered or corrupted since the build); rebuild the bundle"
+            )
+
+
+def _expand(files: dict[str, str], names: Iterable[str], root: Path) -> list[str]:
+    out = []
+    for name in names:
+        if name.endswith("/"):
+            below = [f for f in files if f.startswith(name)]
+            if not below:
+                raise BundleError(f"bundle {root}: {MANIFEST} lists no files under {name}")
+            out += below
+        elif name in files:
+            out.append(name)
+        else:
+            raise BundleError(f"bundle {root}: {name} is not listed in {MANIFEST}")
+    return out
+
+
+@contextmanager
+def atomic_folder(out: str | Path, force: bool = False) -> Iterator[Path]:
+    """Build a folder in a temporary sibling and move it to ``out`` only on success.
+
+    An existing ``out`` is refused unless ``force``; with ``force`` it is replaced only
+    once the new folder is complete. On any exception the temporary folder is removed,
+    so an interrupted or failed build leaves ``out`` as it was.
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} exists; pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,149 @@
+"""A bundle's ``report.md`` and ``finish_on_device.sh``, both from its manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .targets import get_target
+from .tensorrt import plan_build, trtexec_argv, trtexec_command
+
+PLUGIN_LIBRARY = "plugins/build/libcotok_tokenlearner_plugin.so"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def render_report(manifest: dict[str, Any]) -> str:
+    """Markdown: FLOP budget, parity per backend and precision, quantization, build time."""
+    lines = [
+        f"# cotok-edge bundle: {manifest['target']}, {manifest['precision']}",
+        "",
+        f"Built {manifest['created']} with `{manifest['command']}`",
+        f"on {manifest['host']['cpu']} ({manifest['host']['cores']} cores).",
+        "",
+        "## FLOP budget (one clip, one question, an 8-token answer; batch 1)",
+        "",
+        "| component | GMACs |",
+        "| --- | ---: |",
+    ]
+    budget = manifest["budget_macs"]
+    for name, macs in budget.items():
+        if name != "total":
+            lines.append(f"| {name} | {macs / 1e9:.3f} |")
+    total = budget["total"]
+    lines += [
+        f"| **total** | **{total / 1e9:.3f}** ({2 * total / 1e9:.2f} GFLOPs; the paper's "
+        "model: 67 GFLOPs) |",
+        "",
+    ]
+    par = manifest["parity"]
+    sl = par["slice"]
+    lines += [
+        "## Parity",
+        "",
+        f"{sl['questions']} questions on {sl['clips']} clips ({sl['format']} `{sl['data']}`, "
+        f"split {sl['split']}). Agreement and logit errors are against PyTorch FP32 "
+        "(`answer_logits`, the logits each greedy step chose from).",
+        "",
+        "| backend, precision | accuracy | agreement | max logit err | mean logit err |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in par["rows"].items():
+        lines.append(
+            f"| {name} | {_pct(r['accuracy'])} | {_pct(r['agreement'])} | "
+            f"{r['max_logit_error']:.2e} | {r['mean_logit_error']:.2e} |"
+        )
+    cats = next(iter(par["rows"].values())).get("per_category") or {}
+    if cats:
+        lines += ["", "Accuracy per category:", ""]
+        ids = sorted(cats, key=str)
+        lines.append("| backend, precision | " + " | ".join(str(c) for c in ids) + " |")
+        lines.append("| --- |" + " ---: |" * len(ids))
+        for name, r in par["rows"].items():
+            per = r.get("per_category", {})
+            cells = [_pct(per[c]["accuracy"]) if c in per else "-" for c in ids]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "| bar | value | required | |", "| --- | ---: | --- | --- |"]
+    for name, b in par["bars"].items():
+        lines.append(
+            f"| {name} | {b['value']:.4g} | {b['bar']} | {'ok' if b['passed'] else 'MISSED'} |"
+        )
+    q = manifest.get("quantization")
+    if q:
+        lines += [
+            "",
+            "## INT8 (NVIDIA ModelOpt)",
+            "",
+            f"- calibration: max, on {q['calibration_clips']} clips; shipped: {q['shipped']}",
+            f"- QAT: {q['qat_steps']} steps, lr {q['qat_lr']:g}, {q['qat_clips_per_step']} clips "
+            f"per step; loss first/last: {q['qat_loss_first_last']}",
+            f"- quantizers: {q['quantizers']}; kept in floating point: "
+            + ", ".join(f"`{p}`" for p in q["kept_float"]),
+        ]
+    eng = manifest.get("engines") or {}
+    lines += ["", "## TensorRT", ""]
+    if eng.get("built"):
+        lines.append("Engines built here: " + ", ".join(k for k in eng if k != "built"))
+    else:
+        lines.append(f"No engine built on this host: {eng.get('reason', 'not a TensorRT target')}")
+        if (manifest.get("target_info") or {}).get("tensorrt"):
+            lines.append("On the device: `bash finish_on_device.sh` (see the script).")
+    lines += ["", "## Build time (seconds)", "", "| step | s |", "| --- | ---: |"]
+    for name, s in manifest["build_seconds"].items():
+        lines.append(f"| {name} | {s:.1f} |")
+    lines += ["", "## Versions", ""]
+    lines += [f"- {k}: {v}" for k, v in manifest["versions"].items()]
+    if manifest.get("warnings"):
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in manifest["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+def device_script(manifest: dict[str, Any]) -> str:
+    """``finish_on_device.sh``: build the plugin, both engines, then verify answers there."""
+    t = get_target(manifest["target"])
+    version = "10.3" if t.is_jetson else "10.9"
+    precision, plugin = manifest["precision"], manifest.get("plugin", False)
+    arch = "87" if t.is_jetson else "native"
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# Finish this bundle on the {t.name} device ({t.description}):",
+        "# build the fused-TokenLearner plugin, the two TensorRT engines, then check that",
+        "# the engines answer as the ONNX graphs did at build time.",
+        "# Engines are not portable: run this on the device that will answer.",
+        "set -euo pipefail",
+        'cd "$(dirname "$0")"',
+    ]
+    if plugin:
+        lines += [
+            f"cmake -S plugins -B plugins/build -DCMAKE_CUDA_ARCHITECTURES={arch} "
+            '-DTENSORRT_ROOT="${TENSORRT_ROOT:-/usr}"',
+            'cmake --build plugins/build -j"$(nproc)"',
+        ]
+    if not t.is_jetson:
+        lines.append(
+            "# TensorRT 11.x is strongly typed: drop --fp16/--int8 below (the graph's Q/DQ "
+            "nodes carry the precision)."
+        )
+    for graph in ("video_encoder", "question_decoder"):
+        onnx_file = f"{graph}.onnx"
+        lib = None
+        if graph == "question_decoder" and plugin:
+            onnx_file, lib = "question_decoder_plugin.onnx", PLUGIN_LIBRARY
+        spec = manifest["onnx"]["graphs"][graph]
+        plan = plan_build(
+            version, t, precision, graph_precision=precision if precision == "int8" else "fp32",
+            inputs=spec["inputs"], dla=manifest.get("dla", False), plugin_library=lib,
+            timing_cache="timing.cache",
+        )  # fmt: skip
+        argv = trtexec_argv(onnx_file, f"{graph}.engine", plan)
+        # JetPack's trtexec is not on PATH; $TRTEXEC overrides where it lives elsewhere.
+        exe = f'"${{TRTEXEC:-{argv[0]}}}"' if t.is_jetson else argv[0]
+        lines.append(f"{exe} {trtexec_command(argv[1:])}")
+    lines.append(
+        "python -m cotok_edge.build --verify . --backend tensorrt  # answers vs build time"
+    )
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["device_script", "render_report"]

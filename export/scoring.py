@@ -1,0 +1,119 @@
+"""Answers and logits of each backend on real clips, and how they compare.
+
+The build runs the same batches (:func:`cotok_edge.export.calibration.qa_batches`)
+through PyTorch and through each exported variant with ONNX Runtime, and reports per
+variant: accuracy (overall and per category), answer agreement with PyTorch FP32, and
+the max and mean absolute error of ``answer_logits`` against it.
+
+Both paths run the video backbones once per clip and gather the features per question
+(``clip_index``), as the runtime does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from cotok_edge.data.clips import ClipQuestions
+from cotok_edge.data.text import decode_answer
+from cotok_edge.evaluate import score as score_clips
+from cotok_edge.model.vqa import CoTokVQA
+
+from .onnx import QuestionDecoderGraph, VideoEncoderGraph, eval_no_grad
+from .ort import OrtChain
+
+
+@dataclass
+class Predictions:
+    """One backend's output on a list of batches, questions in batch order.
+
+    ids: ``[Q, A]`` int64 greedy answers, ``pad_id`` after EOS.
+    logits: ``[Q, A, V]`` float32, the logits each greedy step chose from.
+    """
+
+    ids: np.ndarray
+    logits: np.ndarray
+
+
+def _pad_ids(ids: np.ndarray, length: int, pad_id: int) -> np.ndarray:
+    if ids.shape[1] >= length:
+        return ids[:, :length]
+    pad = np.full((ids.shape[0], length - ids.shape[1]), pad_id, ids.dtype)
+    return np.concatenate([ids, pad], axis=1)
+
+
+def torch_predictions(model: CoTokVQA, batches: Sequence[dict[str, Tensor]]) -> Predictions:
+    """``generate`` (ids) and the unrolled decoder graph run eagerly (logits)."""
+    t = model.config.text
+    names = model.stream_names
+    ids_out, logits_out = [], []
+    with eval_no_grad(model):
+        for b in batches:
+            streams = {s: b[s] for s in names}
+            q_ids, q_mask, clip = b["question_ids"], b["question_mask"], b["clip_index"]
+            gen = model.generate(**streams, question_ids=q_ids, question_mask=q_mask,
+                                 clip_index=clip)  # fmt: skip
+            ids_out.append(_pad_ids(gen.numpy(), t.max_answer_tokens, t.pad_id))
+            video = [v[clip] for v in VideoEncoderGraph(model)(*(streams[s] for s in names))]
+            logits = QuestionDecoderGraph(model)(*video, q_ids, q_mask)[2]
+            logits_out.append(logits.float().numpy())
+    return Predictions(np.concatenate(ids_out), np.concatenate(logits_out))
+
+
+def ort_predictions(
+    chain: OrtChain, batches: Sequence[dict[str, Tensor]], pad_id: int
+) -> Predictions:
+    """The two graphs with ONNX Runtime: encoder once per clip, decoder per question."""
+    ids_out, logits_out = [], []
+    for b in batches:
+        clip = b["clip_index"].numpy()
+        feats = chain.encode({s: b[s].numpy() for s in chain.stream_names})
+        feats = {k: np.ascontiguousarray(v[clip]) for k, v in feats.items()}
+        out = chain.decode(feats, b["question_ids"].numpy(), b["question_mask"].numpy(), pad_id)
+        ids_out.append(out["answer_ids"])
+        logits_out.append(out["answer_logits"].astype(np.float32))
+    return Predictions(np.concatenate(ids_out), np.concatenate(logits_out))
+
+
+def texts(pred: Predictions, tokenizer: object) -> list[str]:
+    return [decode_answer(tokenizer, row) for row in pred.ids]
+
+
+def score(pred: Predictions, clips: Sequence[ClipQuestions], tokenizer: object) -> dict[str, Any]:
+    """Accuracy overall and per category; ``clips`` in the batches' order (as ``qa_batches``
+    made them), every question of a clip in turn."""
+    flat = texts(pred, tokenizer)
+    grouped, pos = [], 0
+    for c in clips:
+        grouped.append(flat[pos : pos + len(c.questions)])
+        pos += len(c.questions)
+    if pos != len(flat):
+        raise ValueError(f"score: {len(flat)} answers for {pos} questions")
+    return score_clips(clips, grouped)
+
+
+def compare(ref: Predictions, got: Predictions) -> dict[str, float]:
+    """Answer agreement and logit errors of ``got`` against ``ref``."""
+    if ref.ids.shape != got.ids.shape:
+        raise ValueError(f"compare: answer shapes differ, {ref.ids.shape} vs {got.ids.shape}")
+    agree = float(np.mean(np.all(ref.ids == got.ids, axis=1)))
+    err = np.abs(ref.logits - got.logits)
+    return {
+        "agreement": agree,
+        "max_logit_error": float(err.max()),
+        "mean_logit_error": float(err.mean()),
+    }
+
+
+__all__ = [
+    "Predictions",
+    "compare",
+    "ort_predictions",
+    "score",
+    "texts",
+    "torch_predictions",
+]

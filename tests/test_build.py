@@ -1,0 +1,199 @@
+"""``python -m cotok_edge.build``: argument checks, an end-to-end INT8 build, atomicity."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx", reason="onnx is not installed (pip install '.[export]')")
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install '.[export]')")
+pytest.importorskip("modelopt", reason="nvidia-modelopt is not installed (pip install '.[export]')")
+
+from cotok_edge.export.tensorrt import graph_precision  # noqa: E402
+
+from cotok_edge import build as build_cli  # noqa: E402
+from cotok_edge.bundle import BundleError, read_manifest, verify_files  # noqa: E402
+from cotok_edge.data.text import load_tokenizer  # noqa: E402
+from cotok_edge.model import CoTokConfig, CoTokVQA  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SHIPPED_TOKENIZER = Path(build_cli.__file__).parent / "assets" / "default" / "tokenizer.json"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised tiny model with the shipped tokenizer (builds need no training)."""
+    out = tmp_path_factory.mktemp("ckpt")
+    cfg = CoTokConfig.preset("tiny")
+    cfg.text.vocab_size = load_tokenizer(SHIPPED_TOKENIZER).get_vocab_size()
+    torch.manual_seed(0)
+    CoTokVQA(cfg).save_pretrained(out)
+    shutil.copyfile(SHIPPED_TOKENIZER, out / "tokenizer.json")
+    return out
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def small(ckpt: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    return [
+        "--checkpoint", str(ckpt), "--out", str(out), "--cache-dir", str(cache),
+        "--calib-clips", "8", "--test-clips", "4", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--target", "jetson-oring"], "did you mean 'jetson-orin'"),
+        (["--target", "jetson-orin-nano", "--dla"], "Jetson Orin Nano has no DLA"),
+        (["--target", "jetson-orin", "--precision", "fp8"], "no FP8"),
+        (["--target", "cpu", "--plugin"], "plugin"),
+        (["--target", "cpu", "--checkpoint", "/no/such/ckpt"], "--checkpoint /no/such/ckpt"),
+        (["--target", "cpu", "--calib-data", "/no/such/data"], "--calib-data /no/such/data"),
+        (["--target", "cpu", "--qat-steps", "-1"], "--qat-steps"),
+        (["--target", "cpu", "--calib-clips", "0"], "--calib-clips"),
+    ],
+)
+def test_bad_arguments_are_refused_up_front(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_cli.parse_args(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_existing_output_needs_force(tmp_path, capsys):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    with pytest.raises(SystemExit):
+        build_cli.parse_args(["--target", "cpu", "--out", str(out)])
+    assert "pass --force" in capsys.readouterr().err
+    args = build_cli.parse_args(["--target", "cpu", "--out", str(out), "--force"])
+    assert args.precision == "int8" and args.plugin is False
+
+
+def test_a_checkpoint_that_does_not_load_is_a_clear_error(checkpoint, cache, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(checkpoint, bad)
+    (bad / "model.safetensors").write_bytes(b"not safetensors")
+    out = tmp_path / "bundle"
+    code = build_cli.main(["--target", "cpu", *small(bad, out, cache)])
+    assert code == 2
+    assert "does not load" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(checkpoint, cache, tmp_path_factory) -> tuple[Path, int]:
+    out = tmp_path_factory.mktemp("b") / "cpu-int8"
+    code = build_cli.main(["--target", "cpu", *small(checkpoint, out, cache, "--qat-steps", "2")])
+    return out, code
+
+
+def test_int8_build_writes_a_verified_bundle(int8_bundle):
+    out, code = int8_bundle
+    assert code in (0, 1)  # 1: a random model may miss the INT8 agreement bar; reported
+    manifest = read_manifest(out)
+    verify_files(out, manifest)
+    assert manifest["precision"] == "int8" and manifest["target"] == "cpu"
+    for name in ("video_encoder.onnx", "question_decoder.onnx", "question_decoder_explain.onnx",
+                 "tokenizer.json", "checkpoint/model.safetensors", "report.md"):  # fmt: skip
+        assert name in manifest["files"], name
+    # The deployed graphs carry Q/DQ; the explanation graph stays FP32.
+    assert graph_precision(out / "video_encoder.onnx") == "int8"
+    assert graph_precision(out / "question_decoder.onnx") == "int8"
+    assert graph_precision(out / "question_decoder_explain.onnx") == "fp32"
+    rows = manifest["parity"]["rows"]
+    assert set(rows) == {
+        "torch fp32", "onnxruntime fp32", "onnxruntime int8 (PTQ)", "onnxruntime int8 (QAT)",
+    }  # fmt: skip
+    assert rows["onnxruntime fp32"]["agreement"] == 1.0
+    assert rows["onnxruntime fp32"]["max_logit_error"] <= 1e-4
+    assert manifest["parity"]["slice"]["questions"] == 16
+    assert manifest["quantization"]["quantizers"]["weight"] > 0
+    bars = manifest["parity"]["bars"]
+    assert code == (0 if all(b["passed"] for b in bars.values()) else 1)
+    report = (out / "report.md").read_text()
+    assert "onnxruntime int8 (QAT)" in report and "GMACs" in report
+    assert not (out / "finish_on_device.sh").exists()  # the CPU target has nothing to finish
+
+
+def test_a_tampered_file_fails_verification(int8_bundle, tmp_path):
+    out, _ = int8_bundle
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with open(copy / "question_decoder.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError, match="question_decoder.onnx does not match its sha256"):
+        verify_files(copy, read_manifest(copy))
+
+
+def test_the_saved_quantized_model_restores_with_identical_outputs(int8_bundle):
+    from cotok_edge.export.qat import load_quantized
+
+    out, _ = int8_bundle
+    restored = load_quantized(out / "quantized" / "model.modelopt.pth")
+    from cotok_edge.export.ort import OrtChain
+
+    chain = OrtChain(out / "video_encoder.onnx", out / "question_decoder.onnx", threads=1)
+    inputs = restored.example_inputs(
+        batch_size=1, question_len=restored.config.text.max_question_tokens
+    )
+    got = chain({s: inputs[s].numpy() for s in restored.stream_names},
+                inputs["question_ids"], inputs["question_mask"])  # fmt: skip
+    from cotok_edge.export.onnx import QuestionDecoderGraph, VideoEncoderGraph
+
+    with torch.no_grad():
+        video = VideoEncoderGraph(restored)(*(inputs[s] for s in restored.stream_names))
+        ids = QuestionDecoderGraph(restored)(
+            *video, inputs["question_ids"], inputs["question_mask"]
+        )[0]
+    # The restored fake-quant model and its exported Q/DQ graph agree on the answer.
+    np.testing.assert_array_equal(got["answer_ids"], ids.numpy())
+
+
+def test_jetson_fp32_build_prepares_the_device_step(checkpoint, cache, tmp_path):
+    out = tmp_path / "orin"
+    code = build_cli.main(
+        ["--target", "jetson-orin", "--precision", "fp32", *small(checkpoint, out, cache)]
+    )
+    assert code == 0
+    manifest = read_manifest(out)
+    assert manifest["engines"]["built"] is False and "tensorrt" in manifest["engines"]["reason"]
+    assert "question_decoder_plugin.onnx" in manifest["files"]
+    assert "plugins/CMakeLists.txt" in manifest["files"]
+    script = (out / "finish_on_device.sh").read_text()
+    assert "cmake --build plugins/build" in script
+    assert "--onnx=question_decoder_plugin.onnx" in script
+    assert "--dynamicPlugins=plugins/build/libcotok_tokenlearner_plugin.so" in script
+    assert "--noTF32" in script and "--int8" not in script
+    assert manifest["quantization"] is None
+
+
+def test_a_failed_build_leaves_no_bundle_and_keeps_the_old_one(
+    checkpoint, cache, tmp_path, monkeypatch
+):
+    import cotok_edge.export.report as report
+
+    def broken(manifest):
+        raise RuntimeError("disk full (simulated)")
+
+    monkeypatch.setattr(report, "render_report", broken)
+    out = tmp_path / "b"
+    argv = ["--target", "cpu", "--precision", "fp32", *small(checkpoint, out, cache)]
+    with pytest.raises(RuntimeError, match="simulated"):
+        build_cli.main(argv)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b.")]
+    out.mkdir()
+    (out / "keep.txt").write_text("old bundle")
+    with pytest.raises(RuntimeError, match="simulated"):
+        build_cli.main([*argv, "--force"])
+    assert (out / "keep.txt").read_text() == "old bundle"
