@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
+import json
 import platform
 import shutil
 import sys
@@ -58,7 +59,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m cotok_edge.build",
         description="Build a deployment bundle (ONNX, INT8 Q/DQ, TensorRT plan) for a target.",
     )
-    p.add_argument("--target", required=True, help=f"one of: {', '.join(target_names())}")
+    p.add_argument("--target", help=f"one of: {', '.join(target_names())}")
     p.add_argument("--precision", help="int8 | fp16 | fp32 (default: the target's first, int8)")
     p.add_argument("--checkpoint", type=Path, help="model folder (default: the shipped model)")
     p.add_argument("--out", type=Path, help="bundle folder (default: bundles/TARGET-PRECISION)")
@@ -79,7 +80,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--strict", action="store_true", help="no bundle when a parity bar is missed")
     p.add_argument("--threads", type=int, help="torch/ONNX Runtime threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--finish",
+        type=Path,
+        metavar="BUNDLE",
+        help="on the device: build the TensorRT engines of BUNDLE, then --verify",
+    )
+    p.add_argument(
+        "--verify",
+        type=Path,
+        metavar="BUNDLE",
+        help="answer BUNDLE's parity slice again and compare with the build",
+    )
+    p.add_argument("--backend", default="auto", help="runtime backend for --verify")
     args = p.parse_args(argv)
+    if args.finish or args.verify:
+        folder = args.finish or args.verify
+        if not (folder / "manifest.json").is_file():
+            p.error(f"{folder}: not a bundle (no manifest.json)")
+        return args
+    if args.target is None:
+        p.error("--target is required (or --finish/--verify BUNDLE)")
     try:
         _validate(args)
     except ValueError as e:
@@ -190,8 +211,9 @@ def build(args: argparse.Namespace) -> int:
             cache_root, args.calib_clips, args.test_clips, progress=progress
         )
         fmt = "msrvtt-qa"
+        synthetic = {"calib_clips": args.calib_clips, "test_clips": args.test_clips}
     else:
-        data, fmt = args.calib_data, args.calib_format
+        data, fmt, synthetic = args.calib_data, args.calib_format, None
     try:
         test = calibration.load_qa(
             data, fmt, args.test_split, cfg, args.test_clips, cache_root, progress
@@ -238,6 +260,7 @@ def build(args: argparse.Namespace) -> int:
             "mean_logit_error": 0.0,
         }
         got = scoring.ort_predictions(fp32_chain, test_batches, pad)
+        deployed_pred = got
         rows["onnxruntime fp32"] = {
             **scoring.score(got, test.clips, tokenizer),
             **scoring.compare(ref, got),
@@ -267,6 +290,7 @@ def build(args: argparse.Namespace) -> int:
             }
             timings["export+score ptq"] = time.perf_counter() - t0
             deployed_model, deployed_dir, chosen = qmodel, scratch / "ptq", "onnxruntime int8 (PTQ)"
+            deployed_pred = ptq
             losses: list[float] = []
             if args.qat_steps:
                 log(f"INT8: {args.qat_steps} QAT steps, lr {args.qat_lr:g}")
@@ -292,6 +316,7 @@ def build(args: argparse.Namespace) -> int:
                 }
                 timings["export+score qat"] = time.perf_counter() - t0
                 deployed_dir, chosen = scratch / "qat", "onnxruntime int8 (QAT)"
+                deployed_pred = qat_pred
             quant_info = {
                 "method": "QAT" if args.qat_steps else "PTQ",
                 "calibration_clips": len(calib.clips),
@@ -338,7 +363,8 @@ def build(args: argparse.Namespace) -> int:
             if quant_info is not None:
                 qat.save_quantized(deployed_model, tmp / "quantized" / "model.modelopt.pth")
             budget = model_budget(model)
-            engines = _maybe_build_engines(tmp, target, args, log)
+            engine, engine_status = _maybe_build_engines(tmp, target, args, log)
+            _write_answers(tmp / "parity" / "answers.json", test, tokenizer, ref, deployed_pred)
             timings["total"] = time.perf_counter() - t_start
             manifest: dict[str, Any] = {
                 "target": target.name,
@@ -349,7 +375,8 @@ def build(args: argparse.Namespace) -> int:
                 "tokenizer": "tokenizer.json",
                 "onnx": onnx_spec,
                 "quantization": quant_info,
-                "engines": engines,
+                "engine": engine,
+                "engine_status": engine_status,
                 "dla": args.dla,
                 "plugin": args.plugin,
                 "target_info": target.to_dict(),
@@ -361,6 +388,7 @@ def build(args: argparse.Namespace) -> int:
                         "split": args.test_split,
                         "clips": len(test.clips),
                         "questions": test.questions,
+                        "synthetic": synthetic,
                     },
                     "rows": rows,
                     "bars": bars,
@@ -377,7 +405,7 @@ def build(args: argparse.Namespace) -> int:
             (tmp / "report.md").write_text(render_report(manifest))
             write_manifest(tmp, manifest)
     log("done")
-    _print_summary(args, target, rows, bars, engines)
+    _print_summary(args, target, rows, bars, engine is not None)
     return 1 if failed else 0
 
 
@@ -419,10 +447,18 @@ def _copy_plugin_sources(dest: Path) -> None:
     shutil.copyfile(src / "CMakeLists.txt", dest / "CMakeLists.txt")
 
 
+PLUGIN_LIBRARY = "plugins/libcotok_tokenlearner_plugin.so"
+
+
 def _maybe_build_engines(
     bundle: Path, target: Any, args: argparse.Namespace, log: Log
-) -> dict[str, Any]:
-    """Engines for both graphs when TensorRT and a GPU of the target are here; else why not."""
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Engines for both graphs when TensorRT and a GPU of the target are here.
+
+    Returns the manifest's ``engine`` entry (None when none was built) and a status
+    saying why not. A host build never has the plugin library (finish_on_device.sh
+    builds it), so it builds the plain graphs.
+    """
     from .export import tensorrt as trt_build
 
     try:
@@ -430,17 +466,137 @@ def _maybe_build_engines(
         trt_build.check_gpu(target, trt_build.gpu_info())
     except (trt_build.TensorRTUnavailable, ValueError) as e:
         log(f"no engine built here: {e}")
-        return {"built": False, "reason": str(e)}
-    if args.plugin:
-        log("the engine uses the plugin graph only after finish_on_device.sh built the plugin")
-    out: dict[str, Any] = {"built": True}
+        return None, {"built": False, "reason": str(e)}
+    return _build_engines(bundle, target.name, args.precision, args.dla, None, log)
+
+
+def _build_engines(
+    bundle: Path, target: str, precision: str, dla: bool, plugin: Path | None, log: Log
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from .export import tensorrt as trt_build
+
+    files, meta = {}, {}
     for graph in ("video_encoder", "question_decoder"):
-        meta = trt_build.build_engine(
-            bundle / f"{graph}.onnx", bundle / f"{graph}.engine", target=target,
-            precision=args.precision, dla=args.dla,
+        onnx_file = bundle / f"{graph}.onnx"
+        if graph == "question_decoder" and plugin is not None:
+            onnx_file = bundle / "question_decoder_plugin.onnx"
+        log(f"TensorRT: building {graph}.engine from {onnx_file.name}")
+        meta[graph] = trt_build.build_engine(
+            onnx_file, bundle / f"{graph}.engine", target=target, precision=precision, dla=dla,
+            plugin_library=plugin, timing_cache=bundle / "timing.cache",
         )  # fmt: skip
-        out[graph] = {"file": f"{graph}.engine", **meta}
-    return out
+        files[graph] = f"{graph}.engine"
+    gpu = trt_build.gpu_info() or {}
+    entry = {
+        "files": files,
+        "tensorrt": meta["video_encoder"].get("tensorrt"),
+        "compute_capability": [int(x) for x in str(gpu.get("compute_capability")).split(".")],
+        "gpu": gpu.get("name"),
+        "plugin_library": None if plugin is None else plugin.relative_to(bundle).as_posix(),
+    }
+    return entry, {"built": True}
+
+
+def _write_answers(path: Path, qa: Any, tokenizer: object, ref: Any, deployed: Any) -> None:
+    """Build-time answers of the parity slice (reference FP32 and deployed graphs), which
+    ``--verify`` compares a device's answers with."""
+    from .export.scoring import texts
+
+    ref_t, dep_t = texts(ref, tokenizer), texts(deployed, tokenizer)
+    rows, k = [], 0
+    for clip in qa.clips:
+        for q, answers, cat in zip(clip.questions, clip.answers, clip.category_ids, strict=True):
+            rows.append({
+                "video": Path(clip.video_path).name, "start": clip.start, "end": clip.end,
+                "question": q, "category_id": cat, "answers": list(answers),
+                "torch_fp32": ref_t[k], "deployed": dep_t[k],
+            })  # fmt: skip
+            k += 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def finish(bundle: Path, quiet: bool = False) -> int:
+    """On the device: build both engines of ``bundle`` (with the plugin library if it was
+    built), record them in the manifest (and their sha256), then :func:`verify`."""
+    from .bundle import read_manifest
+    from .export import tensorrt as trt_build
+
+    log = Log(quiet)
+    manifest = read_manifest(bundle)
+    target = manifest["target"]
+    try:
+        trt_build.import_tensorrt()
+        trt_build.check_gpu(target, trt_build.gpu_info())
+    except (trt_build.TensorRTUnavailable, ValueError) as e:
+        print(f"error: --finish {bundle}: cannot build engines here: {e}", file=sys.stderr)
+        return 2
+    plugin = None
+    if manifest.get("plugin"):
+        lib = bundle / PLUGIN_LIBRARY
+        if lib.is_file():
+            plugin = lib
+        else:
+            log(f"no {PLUGIN_LIBRARY} (finish_on_device.sh builds it): plain graphs")
+    engine, status = _build_engines(
+        bundle, target, manifest["precision"], bool(manifest.get("dla")), plugin, log
+    )
+    manifest.update(engine=engine, engine_status=status)
+    manifest.pop("files", None)
+    manifest.pop("format", None)
+    write_manifest(bundle, manifest)
+    return verify(bundle, "tensorrt", quiet)
+
+
+def verify(bundle: Path, backend: str = "auto", quiet: bool = False) -> int:
+    """Answer the parity slice with ``backend`` and compare with the build-time answers.
+
+    The clips come from the data the build used (the synthetic subset is generated
+    again where it is missing). A backend running the deployed graphs (onnxruntime,
+    tensorrt) is compared with the deployed answers, the torch backend (the FP32
+    checkpoint) with the FP32 ones; agreement must be at least 97%.
+    """
+    from .bundle import read_manifest
+    from .export import calibration
+    from .runtime import load
+
+    log = Log(quiet)
+    manifest = read_manifest(bundle)
+    qa = manifest["parity"]["slice"]
+    data = Path(qa["data"])
+    if not data.is_dir() and qa.get("synthetic"):
+        syn = qa["synthetic"]
+        data = calibration.synthetic_subset(
+            calibration.default_cache_root(), syn["calib_clips"], syn["test_clips"], not quiet
+        )
+    if not data.is_dir():
+        print(f"error: --verify: the parity data {data} is not here", file=sys.stderr)
+        return 2
+    rows = json.loads((bundle / "parity" / "answers.json").read_text())
+    qa_model = load(bundle, backend)
+    key = "torch_fp32" if qa_model.backend == "torch" else "deployed"
+    by_clip: dict[tuple[str, Any, Any], list[dict[str, Any]]] = {}
+    for r in rows:
+        by_clip.setdefault((r["video"], r["start"], r["end"]), []).append(r)
+    same = correct = 0
+    for (video, _, _), group in by_clip.items():
+        answers = qa_model.answer(str(data / "videos" / video), [r["question"] for r in group])
+        for r, a in zip(group, answers, strict=True):
+            same += a.text == r[key]
+            correct += a.text in [normalize(x) for x in r["answers"]]
+    n = len(rows)
+    agreement = same / n
+    log(f"{qa_model.backend}: {n} questions, agreement with the build's {key} answers "
+        f"{100 * agreement:.1f}%, accuracy {100 * correct / n:.1f}%")  # fmt: skip
+    print(json.dumps({"backend": qa_model.backend, "compared_with": key, "questions": n,
+                      "agreement": agreement, "accuracy": correct / n}))  # fmt: skip
+    return 0 if agreement >= PARITY_BARS["int8_agreement"] else 1
+
+
+def normalize(text: str) -> str:
+    from .data.text import normalize_answer
+
+    return normalize_answer(text)
 
 
 def _print_summary(
@@ -448,7 +604,7 @@ def _print_summary(
     target: Any,
     rows: dict[str, dict[str, Any]],
     bars: dict[str, dict[str, Any]],
-    engines: dict[str, Any],
+    engine_built: bool,
 ) -> None:
     print(f"bundle: {args.out} (target {target.name}, {args.precision})")
     for name, r in rows.items():
@@ -459,7 +615,7 @@ def _print_summary(
     for name, b in bars.items():
         print(f"  bar {name}: {b['value']:.4g} ({b['bar']}) {'ok' if b['passed'] else 'MISSED'}")
     print("next:")
-    if target.tensorrt and not engines.get("built"):
+    if target.tensorrt and not engine_built:
         print(f"  on the {target.name} device:  bash {args.out}/finish_on_device.sh")
     print(
         f"  answer:  python -m cotok_edge.answer --bundle {args.out} --video clip.mp4 "
@@ -469,6 +625,10 @@ def _print_summary(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.finish:
+        return finish(args.finish, args.quiet)
+    if args.verify:
+        return verify(args.verify, args.backend, args.quiet)
     try:
         return build(args)
     except KeyboardInterrupt:

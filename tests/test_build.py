@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -166,13 +169,15 @@ def test_jetson_fp32_build_prepares_the_device_step(checkpoint, cache, tmp_path)
     )
     assert code == 0
     manifest = read_manifest(out)
-    assert manifest["engines"]["built"] is False and "tensorrt" in manifest["engines"]["reason"]
+    assert manifest["engine"] is None
+    assert "tensorrt" in manifest["engine_status"]["reason"]
     assert "question_decoder_plugin.onnx" in manifest["files"]
     assert "plugins/CMakeLists.txt" in manifest["files"]
     script = (out / "finish_on_device.sh").read_text()
-    assert "cmake --build plugins/build" in script
+    assert 'cmake --build "$build"' in script
+    assert "python -m cotok_edge.build --finish ." in script
     assert "--onnx=question_decoder_plugin.onnx" in script
-    assert "--dynamicPlugins=plugins/build/libcotok_tokenlearner_plugin.so" in script
+    assert "--dynamicPlugins=plugins/libcotok_tokenlearner_plugin.so" in script
     assert "--noTF32" in script and "--int8" not in script
     assert manifest["quantization"] is None
 
@@ -197,3 +202,31 @@ def test_a_failed_build_leaves_no_bundle_and_keeps_the_old_one(
     with pytest.raises(RuntimeError, match="simulated"):
         build_cli.main([*argv, "--force"])
     assert (out / "keep.txt").read_text() == "old bundle"
+
+
+@pytest.mark.parametrize(
+    "backend, compared_with", [("onnxruntime", "deployed"), ("torch", "torch_fp32")]
+)
+def test_verify_answers_the_parity_slice_again(int8_bundle, backend, compared_with, capsys):
+    out, _ = int8_bundle
+    code = build_cli.main(["--verify", str(out), "--backend", backend, "--quiet"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["backend"] == backend and result["compared_with"] == compared_with
+    assert result["questions"] == 16
+    assert result["agreement"] == 1.0
+    assert code == 0
+
+
+def test_finish_refuses_without_tensorrt(int8_bundle, capsys):
+    out, _ = int8_bundle
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: --finish would build")
+    assert build_cli.main(["--finish", str(out), "--quiet"]) == 2
+    assert "cannot build engines here" in capsys.readouterr().err
+
+
+def test_device_script_is_valid_bash(checkpoint, cache, tmp_path):
+    out = tmp_path / "nx"
+    argv = ["--target", "jetson-orin-nx", "--precision", "fp32", *small(checkpoint, out, cache)]
+    assert build_cli.main(argv) == 0
+    subprocess.run(["bash", "-n", str(out / "finish_on_device.sh")], check=True)

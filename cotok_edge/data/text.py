@@ -11,6 +11,10 @@ the runtime loads as it is):
 - post-processor: every encoded text ends with ``[EOS]``, so an empty
   question still has one real token (the model pools over the mask).
 
+torch is imported only by the functions that return tensors
+(:func:`encode_questions`, :func:`encode_answers`), so the embedded runtime can use
+:func:`load_tokenizer` and :func:`decode_answer` without it.
+
 Answers are scored after :func:`normalize_answer`, shared by training and
 evaluation.
 """
@@ -23,11 +27,14 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so the runtime needs none
+    import torch
 
 __all__ = [
     "BOS",
@@ -158,6 +165,8 @@ def _pad(rows: list[list[int]], max_len: int | None) -> torch.Tensor:
     ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = r
+    import torch
+
     return torch.from_numpy(ids)
 
 
