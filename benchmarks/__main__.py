@@ -83,7 +83,7 @@ FULL = Mode(
     "full",
     calib_clips=512,
     test_clips=100,
-    qat_steps=60,
+    qat_steps=40,
     qat_clips=8,
     runs=100,
     warmup=10,

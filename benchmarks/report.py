@@ -251,8 +251,8 @@ def parity_section(r: dict[str, Any]) -> str:
         f"{_f(p.get('seconds'), '.0f')} s). Slice: {s.get('clips')} clips, "
         f"{s.get('questions')} questions of the synthetic benchmark's `{s.get('split')}` "
         f"split; calibration {q.get('calibration_clips')} clips, {q.get('qat_steps')} QAT "
-        f"steps. Agreement and logit errors are against torch FP32 (logits of the decoder's "
-        "first answer position, over every question).",
+        f"steps. Agreement (identical answers) and logit errors are against torch FP32: "
+        "`answer_logits`, the logits each of the 8 greedy steps chose from, every question.",
         "",
     ]
     rows = []

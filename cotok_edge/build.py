@@ -32,6 +32,7 @@ import argparse
 import copy
 import datetime as dt
 import json
+import os
 import platform
 import shutil
 import sys
@@ -53,6 +54,7 @@ MIN_CALIB_CLIPS = 512
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from .data.datasets import FORMATS
     from .export.targets import target_names
 
     p = argparse.ArgumentParser(
@@ -65,11 +67,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="bundle folder (default: bundles/TARGET-PRECISION)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--calib-data", type=Path, help="QA dataset for calibration, QAT, parity")
-    p.add_argument("--calib-format", default="msrvtt-qa", help="format of --calib-data")
+    p.add_argument("--calib-format", default="msrvtt-qa", choices=FORMATS,
+                   help="format of --calib-data")  # fmt: skip
     p.add_argument("--calib-clips", type=int, default=MIN_CALIB_CLIPS, help="calibration clips")
     p.add_argument("--test-clips", type=int, default=100, help="clips of the parity slice")
     p.add_argument("--test-split", default="test", help="split of the parity slice")
-    p.add_argument("--qat-steps", type=int, default=60, help="QAT steps (0: PTQ only)")
+    p.add_argument("--qat-steps", type=int, default=40, help="QAT steps (0: PTQ only)")
     p.add_argument("--qat-lr", type=float, default=1e-5)
     p.add_argument("--qat-clips", type=int, default=8, help="clips per QAT step")
     p.add_argument("--plugin", action=argparse.BooleanOptionalAction, default=None,
@@ -142,9 +145,8 @@ def _validate(args: argparse.Namespace) -> None:
 class Log:
     """Progress lines on stderr with the elapsed time; stdout stays for the final summary."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self) -> None:
         self.t0 = time.perf_counter()
-        self.quiet = quiet
 
     def __call__(self, msg: str) -> None:
         print(f"[{time.perf_counter() - self.t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
@@ -171,8 +173,6 @@ def _host() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    import os
-
     return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform()}
 
 
@@ -189,7 +189,7 @@ def build(args: argparse.Namespace) -> int:
     from .flops import model_budget
     from .model.vqa import DEFAULT_CHECKPOINT, CoTokVQA
 
-    log = Log(args.quiet)
+    log = Log()
     progress = not args.quiet
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -229,6 +229,11 @@ def build(args: argparse.Namespace) -> int:
     test_batches = calibration.qa_batches(test, tokenizer, cfg)
     log(f"parity slice: {len(test.clips)} clips, {test.questions} questions ({args.test_split})")
     warnings: list[str] = []
+    if args.precision == "fp16":
+        warnings.append(
+            "fp16: the graphs are FP32; TensorRT 10.x builds FP16 from them (builder flag), "
+            "so FP16 parity is measured on the device (finish_on_device.sh runs --verify)"
+        )
     if calib is not None and len(calib.clips) < MIN_CALIB_CLIPS:
         warnings.append(
             f"calibrated on {len(calib.clips)} clips, fewer than the {MIN_CALIB_CLIPS} asked for"
@@ -522,7 +527,7 @@ def finish(bundle: Path, quiet: bool = False) -> int:
     from .bundle import read_manifest
     from .export import tensorrt as trt_build
 
-    log = Log(quiet)
+    log = Log()
     manifest = read_manifest(bundle)
     target = manifest["target"]
     try:
@@ -560,7 +565,7 @@ def verify(bundle: Path, backend: str = "auto", quiet: bool = False) -> int:
     from .export import calibration
     from .runtime import load
 
-    log = Log(quiet)
+    log = Log()
     manifest = read_manifest(bundle)
     qa = manifest["parity"]["slice"]
     data = Path(qa["data"])
@@ -573,7 +578,11 @@ def verify(bundle: Path, backend: str = "auto", quiet: bool = False) -> int:
         print(f"error: --verify: the parity data {data} is not here", file=sys.stderr)
         return 2
     rows = json.loads((bundle / "parity" / "answers.json").read_text())
-    qa_model = load(bundle, backend)
+    try:
+        qa_model = load(bundle, backend)
+    except ValueError as e:  # BundleError, BackendUnavailableError, EngineMismatchError...
+        print(f"error: --verify {bundle}: {e}", file=sys.stderr)
+        return 2
     key = "torch_fp32" if qa_model.backend == "torch" else "deployed"
     by_clip: dict[tuple[str, Any, Any], list[dict[str, Any]]] = {}
     for r in rows:
@@ -583,7 +592,7 @@ def verify(bundle: Path, backend: str = "auto", quiet: bool = False) -> int:
         answers = qa_model.answer(str(data / "videos" / video), [r["question"] for r in group])
         for r, a in zip(group, answers, strict=True):
             same += a.text == r[key]
-            correct += a.text in [normalize(x) for x in r["answers"]]
+            correct += normalize(a.text) in [normalize(x) for x in r["answers"]]
     n = len(rows)
     agreement = same / n
     log(f"{qa_model.backend}: {n} questions, agreement with the build's {key} answers "
