@@ -46,20 +46,36 @@ def _pad_ids(ids: np.ndarray, length: int, pad_id: int) -> np.ndarray:
     return np.concatenate([ids, pad], axis=1)
 
 
-def torch_predictions(model: CoTokVQA, batches: Sequence[dict[str, Tensor]]) -> Predictions:
-    """``generate`` (ids) and the unrolled decoder graph run eagerly (logits)."""
+def torch_predictions(
+    model: CoTokVQA, batches: Sequence[dict[str, Tensor]], check_generate: int = 1
+) -> Predictions:
+    """The exported graphs' computation run eagerly in PyTorch: video features once per
+    clip (:class:`VideoEncoderGraph`), then the unrolled greedy decoder per question
+    (:class:`QuestionDecoderGraph`, ids and logits in one pass).
+
+    The unrolled decoder is ``generate`` step for step; the first ``check_generate``
+    batches are also run through ``generate`` and must give the same answers (raises
+    otherwise), so the cheaper path stands for the model's own decoding.
+    """
     t = model.config.text
     names = model.stream_names
     ids_out, logits_out = [], []
     with eval_no_grad(model):
-        for b in batches:
+        for k, b in enumerate(batches):
             streams = {s: b[s] for s in names}
             q_ids, q_mask, clip = b["question_ids"], b["question_mask"], b["clip_index"]
-            gen = model.generate(**streams, question_ids=q_ids, question_mask=q_mask,
-                                 clip_index=clip)  # fmt: skip
-            ids_out.append(_pad_ids(gen.numpy(), t.max_answer_tokens, t.pad_id))
             video = [v[clip] for v in VideoEncoderGraph(model)(*(streams[s] for s in names))]
-            logits = QuestionDecoderGraph(model)(*video, q_ids, q_mask)[2]
+            ids, _, logits = QuestionDecoderGraph(model)(*video, q_ids, q_mask)[:3]
+            if k < check_generate:
+                gen = model.generate(**streams, question_ids=q_ids, question_mask=q_mask,
+                                     clip_index=clip)  # fmt: skip
+                gen = _pad_ids(gen.numpy(), t.max_answer_tokens, t.pad_id)
+                if not np.array_equal(gen, ids.numpy()):
+                    raise RuntimeError(
+                        "the unrolled decoder and generate disagree on batch "
+                        f"{k}: {gen.tolist()} vs {ids.tolist()}"
+                    )
+            ids_out.append(ids.numpy())
             logits_out.append(logits.float().numpy())
     return Predictions(np.concatenate(ids_out), np.concatenate(logits_out))
 

@@ -193,3 +193,29 @@ def test_questions_sharing_a_clip_match_separate_clips(tiny: CoTokVQA) -> None:
     assert torch.equal(shared, separate)
     with pytest.raises(ValueError, match=r"clip_index: values must lie in \[0, 2\)"):
         tiny(question_ids=ids, question_mask=mask, clip_index=index + 1, **streams)
+
+
+def test_video_features_carry_their_space_time_position(tiny: CoTokVQA) -> None:
+    # A TokenLearner token is a softmax-weighted sum over positions: without a position
+    # embedding it could not tell where or when a feature occurred. Moving the same
+    # features to other positions (reversing time) must change the tokens.
+    cot = tiny.cotokenizer
+    streams = tiny.config.streams
+
+    def project(name: str, feats: torch.Tensor) -> torch.Tensor:
+        zeros = {o.name: torch.zeros(1, o.out_channels, *o.feature_grid) for o in streams}
+        return cot.project_video({**zeros, name: feats})[name]
+
+    for s in streams:
+        t, h, w = s.feature_grid
+        feats = torch.randn(1, s.out_channels, t, h, w)
+        proj = project(s.name, feats)
+        # Layout: flattened (T, H, W) order, pos[t, h, w] = pos_t[t] + pos_h[h] + pos_w[w].
+        plain = cot.video_proj[s.name](feats.flatten(2).transpose(1, 2))
+        pos = cot.stream_pos[s.name]
+        expected = pos.pos_t[:, None, None] + pos.pos_h[None, :, None] + pos.pos_w[None, None, :]
+        torch.testing.assert_close((proj - plain)[0].reshape(t, h, w, -1), expected)
+        cond = torch.randn(1, tiny.config.dim)
+        z, _ = cot.tokenlearners[s.name](proj, cond)
+        z_flipped, _ = cot.tokenlearners[s.name](project(s.name, feats.flip(2)), cond)
+        assert not torch.allclose(z, z_flipped, rtol=1e-3, atol=0), s.name

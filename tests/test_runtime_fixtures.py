@@ -25,26 +25,10 @@ def _workdir() -> Path:
 
 
 def shipped_model():
-    """The shipped model. If its checkpoint predates a change to the model's parameters
-    (new ones missing from ``model.safetensors``), the weights it has are loaded and the
-    new ones are zero, so the answers stay the trained model's rather than a random one's."""
-    import torch
-    from safetensors.torch import load_file
+    """The shipped model (``CoTokVQA.from_pretrained()``)."""
+    from cotok_edge.model.vqa import CoTokVQA
 
-    from cotok_edge.model.config import CoTokConfig
-    from cotok_edge.model.vqa import DEFAULT_CHECKPOINT, CoTokVQA
-
-    try:
-        return CoTokVQA.from_pretrained()
-    except ValueError:
-        model = CoTokVQA(CoTokConfig.from_json(DEFAULT_CHECKPOINT / "config.json"))
-        weights = load_file(str(DEFAULT_CHECKPOINT / "model.safetensors"))
-        missing, _ = model.load_state_dict(weights, strict=False)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name in missing:
-                    p.zero_()
-        return model.eval()
+    return CoTokVQA.from_pretrained()
 
 
 @functools.lru_cache(maxsize=1)

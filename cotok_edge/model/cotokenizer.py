@@ -12,6 +12,12 @@ with ``c_0`` the masked mean of the projected question. Every step tokenizes
 the full stream features again, so each step can look somewhere else given
 what the previous layer made of video and question together.
 
+Each stream's projected features get a learned, factorised space-time
+position embedding ``pos_t[t] + pos_h[h] + pos_w[w]`` before any pooling:
+a TokenLearner token is a softmax-weighted sum over the T*H*W positions, so
+without it a token could not tell *when* or *where* what it pooled happened
+(which lamp flashed first, how many blinks, which way the big object moved).
+
 With ``video_tokenizer="all"`` (the baselines) there is no TokenLearner: every
 video position is a token and the K layers run over ``[V; Q]`` directly.
 """
@@ -57,6 +63,10 @@ class CoTokenizer(nn.Module):
         d = cfg.dim
         self.stream_names = [s.name for s in cfg.streams]
         self.video_proj = nn.ModuleDict({s.name: nn.Linear(s.out_channels, d) for s in cfg.streams})
+        # Factorised space-time position embedding per stream (see the module docstring).
+        self.stream_pos = nn.ModuleDict(
+            {s.name: SpaceTimePosition(s.feature_grid, d) for s in cfg.streams}
+        )
         self.text_proj = nn.Linear(cfg.text.dim, d)
         if cfg.video_tokenizer == "tokenlearner":
             self.tokenlearners = nn.ModuleDict(
@@ -79,7 +89,9 @@ class CoTokenizer(nn.Module):
     def project_video(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         """``{stream: [B, C_s, T_s, H_s, W_s]}`` -> ``{stream: [B, N_s, d]}``, N_s = T_s*H_s*W_s."""
         return {
-            name: self.video_proj[name](features[name].flatten(2).transpose(1, 2))
+            name: self.stream_pos[name](
+                self.video_proj[name](features[name].flatten(2).transpose(1, 2))
+            )
             for name in self.stream_names
         }
 
@@ -143,6 +155,33 @@ class CoTokenizer(nn.Module):
             if all_maps is not None and maps is not None:
                 all_maps.append(maps)
         return state, all_maps
+
+
+class SpaceTimePosition(nn.Module):
+    """Learned factorised position embedding of one stream's ``(T, H, W)`` feature grid.
+
+    ``x [B, N, d]`` with N = T*H*W flattened in (T, H, W) order (as
+    ``[B, d, T, H, W].flatten(2)`` gives) -> ``x + pos``, where
+    ``pos[t*H*W + h*W + w] = pos_t[t] + pos_h[h] + pos_w[w]``. The grid is fixed
+    by the config, so the exported graph sees static shapes only.
+    """
+
+    def __init__(self, grid: tuple[int, int, int], dim: int, std: float = 0.02):
+        super().__init__()
+        t, h, w = grid
+        self.grid = (t, h, w)
+        self.pos_t = nn.Parameter(torch.randn(t, dim) * std)
+        self.pos_h = nn.Parameter(torch.randn(h, dim) * std)
+        self.pos_w = nn.Parameter(torch.randn(w, dim) * std)
+
+    def table(self) -> Tensor:
+        """``[N, d]``: the embedding of every position in (T, H, W) order."""
+        t, h, w = self.grid
+        pos = self.pos_t[:, None, None] + self.pos_h[None, :, None] + self.pos_w[None, None, :]
+        return pos.reshape(t * h * w, -1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.table().to(x.dtype)
 
 
 def _positions(grid: tuple[int, int, int]) -> int:
