@@ -81,14 +81,19 @@ def render_report(manifest: dict[str, Any]) -> str:
             f"- quantizers: {q['quantizers']}; kept in floating point: "
             + ", ".join(f"`{p}`" for p in q["kept_float"]),
         ]
-    eng = manifest.get("engines") or {}
+    engine, status = manifest.get("engine"), manifest.get("engine_status") or {}
     lines += ["", "## TensorRT", ""]
-    if eng.get("built"):
-        lines.append("Engines built here: " + ", ".join(k for k in eng if k != "built"))
+    if engine:
+        files = ", ".join(engine.get("files", {}).values())
+        lines.append(
+            f"Engines built here ({files}): TensorRT {engine.get('tensorrt')}, "
+            f"{engine.get('gpu')} (compute capability {engine.get('compute_capability')})."
+        )
+    elif (manifest.get("target_info") or {}).get("tensorrt"):
+        lines.append(f"No engine built on this host: {status.get('reason', 'unknown')}.")
+        lines.append("On the device: `bash finish_on_device.sh` (see the script).")
     else:
-        lines.append(f"No engine built on this host: {eng.get('reason', 'not a TensorRT target')}")
-        if (manifest.get("target_info") or {}).get("tensorrt"):
-            lines.append("On the device: `bash finish_on_device.sh` (see the script).")
+        lines.append("Not a TensorRT target: ONNX Runtime runs the graphs.")
     lines += ["", "## Build time (seconds)", "", "| step | s |", "| --- | ---: |"]
     for name, s in manifest["build_seconds"].items():
         lines.append(f"| {name} | {s:.1f} |")

@@ -180,6 +180,8 @@ def test_jetson_fp32_build_prepares_the_device_step(checkpoint, cache, tmp_path)
     assert "--dynamicPlugins=plugins/libcotok_tokenlearner_plugin.so" in script
     assert "--noTF32" in script and "--int8" not in script
     assert manifest["quantization"] is None
+    report = (out / "report.md").read_text()
+    assert "No engine built on this host: the tensorrt Python package is not installed" in report
 
 
 def test_a_failed_build_leaves_no_bundle_and_keeps_the_old_one(
