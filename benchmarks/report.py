@@ -79,7 +79,7 @@ def header(r: dict[str, Any]) -> str:
             f"**Quick mode** (`--quick`, what CI runs): the build calibrates on "
             f"{s.get('calib_clips')} clips, runs {s.get('qat_steps')} QAT steps of "
             f"{s.get('qat_clips')} clips and scores {s.get('test_clips')} test clips (the "
-            "build's defaults are 512, 60 of 8, 100); latency is timed for the checkpoint's "
+            "build's defaults are 512, 40 of 8, 100); latency is timed for the checkpoint's "
             f"preset only, with {' and '.join(s.get('fp32_backends') or [])} on its FP32 bundle "
             f"and onnxruntime on the INT8 one ({s.get('runs')} timed calls after "
             f"{s.get('warmup')} warm-up; the full mode adds the torch backend and the edge and "
