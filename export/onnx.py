@@ -69,8 +69,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from cotok_edge.model.cotokenizer import CoTokState
-from cotok_edge.model.vqa import CoTokVQA
+from cotok_edge.model.vqa import CoTokVQA, greedy_unrolled
 
 from .checks import PLUGIN_DOMAIN, PLUGIN_OP, check_model
 from .targets import Target, get_target
@@ -160,33 +159,6 @@ class VideoEncoderGraph(nn.Module):
     def forward(self, *streams: Tensor) -> tuple[Tensor, ...]:
         video = self.model.encode_video(dict(zip(self.names, streams, strict=True)))
         return tuple(video[n] for n in self.names)
-
-
-def greedy_unrolled(model: CoTokVQA, state: CoTokState, like: Tensor) -> tuple[Tensor, ...]:
-    """Greedy decoding for exactly ``max_answer_tokens`` steps, with static shapes.
-
-    ``like`` is any ``[B, ...]`` tensor giving the batch size (the question ids): the
-    start tokens are derived from it so a traced graph keeps the batch dynamic.
-    Returns ``ids [B, A]`` int64 (after EOS: ``pad_id``), ``scores [B]`` (mean
-    log-probability of the tokens up to and including EOS) and ``logits [B, A, V]``.
-    """
-    t = model.config.text
-    prefix = torch.full_like(like[:, :1], t.bos_id, dtype=torch.long)
-    done = torch.zeros_like(like[:, 0], dtype=torch.bool)
-    step_logits, step_logp, counted = [], [], []
-    for _ in range(t.max_answer_tokens):
-        logits = model.answer_logits(prefix, state)[:, -1]  # [B, V]
-        nxt = logits.argmax(-1)
-        # The chosen token's log-probability is the row maximum of the log-softmax.
-        step_logp.append(torch.log_softmax(logits, dim=-1).amax(-1))
-        counted.append(~done)
-        step_logits.append(logits)
-        nxt = nxt.masked_fill(done, t.pad_id)
-        prefix = torch.cat([prefix, nxt[:, None]], dim=1)
-        done = done | (nxt == t.eos_id)
-    weight = torch.stack(counted, dim=1).to(logits.dtype)
-    scores = (torch.stack(step_logp, dim=1) * weight).sum(1) / weight.sum(1)
-    return prefix[:, 1:], scores, torch.stack(step_logits, dim=1)
 
 
 class QuestionDecoderGraph(nn.Module):

@@ -332,6 +332,45 @@ class CoTokVQA(nn.Module):
         return model.eval()
 
 
+def greedy_unrolled(
+    model: CoTokVQA, state: CoTokState, like: Tensor, stop_early: bool = False
+) -> tuple[Tensor, ...]:
+    """Greedy decoding for exactly ``max_answer_tokens`` steps, with static shapes.
+
+    What the exported question decoder runs and what the runtime's torch backend runs.
+    ``stop_early`` (eager use only: it is a data-dependent branch) stops once every row
+    has ended and pads ``ids`` with ``pad_id`` to the same ``[B, A]``; ``logits`` then
+    has only the steps run.
+
+    ``like`` is any ``[B, ...]`` tensor giving the batch size (the question ids): the
+    start tokens are derived from it so a traced graph keeps the batch dynamic.
+    Returns ``ids [B, A]`` int64 (after EOS: ``pad_id``), ``scores [B]`` (mean
+    log-probability of the tokens up to and including EOS) and ``logits [B, A, V]``.
+    """
+    t = model.config.text
+    prefix = torch.full_like(like[:, :1], t.bos_id, dtype=torch.long)
+    done = torch.zeros_like(like[:, 0], dtype=torch.bool)
+    step_logits, step_logp, counted = [], [], []
+    for _ in range(t.max_answer_tokens):
+        logits = model.answer_logits(prefix, state)[:, -1]  # [B, V]
+        nxt = logits.argmax(-1)
+        # The chosen token's log-probability is the row maximum of the log-softmax.
+        step_logp.append(torch.log_softmax(logits, dim=-1).amax(-1))
+        counted.append(~done)
+        step_logits.append(logits)
+        nxt = nxt.masked_fill(done, t.pad_id)
+        prefix = torch.cat([prefix, nxt[:, None]], dim=1)
+        done = done | (nxt == t.eos_id)
+        if stop_early and bool(done.all()):
+            break
+    ids = prefix[:, 1:]
+    if stop_early and ids.shape[1] < t.max_answer_tokens:
+        ids = F.pad(ids, (0, t.max_answer_tokens - ids.shape[1]), value=t.pad_id)
+    weight = torch.stack(counted, dim=1).to(logits.dtype)
+    scores = (torch.stack(step_logp, dim=1) * weight).sum(1) / weight.sum(1)
+    return ids, scores, torch.stack(step_logits, dim=1)
+
+
 def _check_tensor(
     name: str, x: object, ndim: int, dtypes: tuple[torch.dtype, ...], what: str
 ) -> int:

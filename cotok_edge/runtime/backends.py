@@ -192,7 +192,8 @@ class OnnxRuntimeBackend(Backend):
 class TorchBackend(Backend):
     """The bundle's PyTorch checkpoint (``checkpoint/``), on CPU or CUDA.
 
-    Decoding is the exported graph's: greedy, ``pad_id`` after ``[EOS]``, scores the mean
+    Decoding is the exported graph's own function (``greedy_unrolled``, stopping once
+    every answer has ended): greedy, ``pad_id`` after ``[EOS]``, scores the mean
     log-probability of the tokens up to and including EOS, so its answers match the ONNX
     backends' token for token (FP32 bundles).
 
@@ -210,12 +211,13 @@ class TorchBackend(Backend):
         try:
             import torch
 
-            from cotok_edge.model.vqa import CoTokVQA
+            from cotok_edge.model.vqa import CoTokVQA, greedy_unrolled
         except ImportError as e:
             raise BackendUnavailableError(
                 f"backend 'torch': PyTorch is not importable here ({e})"
             ) from e
         self._torch = torch
+        self._greedy = greedy_unrolled
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -242,33 +244,15 @@ class TorchBackend(Backend):
     ) -> DecodeResult:
         torch = self._torch
         model = self.model
-        t = model.config.text
         dev = self.device
         with self._lock, torch.inference_mode():
             video = {s: torch.from_numpy(features[f"v_{s}"]).to(dev) for s in self.stream_names}
             q_ids = torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(dev)
             q_mask = torch.from_numpy(np.asarray(mask, dtype=bool)).to(dev)
             state, step_maps = model.joint_memory(video, q_ids, q_mask, maps)
-            batch = q_ids.shape[0]
-            prefix = torch.full((batch, 1), t.bos_id, dtype=torch.long, device=dev)
-            done = torch.zeros(batch, dtype=torch.bool, device=dev)
-            logp_sum = torch.zeros(batch, device=dev)
-            counted = torch.zeros(batch, device=dev)
-            for _ in range(t.max_answer_tokens):
-                logits = model.answer_logits(prefix, state)[:, -1].float()
-                nxt = logits.argmax(-1)
-                live = (~done).float()
-                logp_sum += torch.log_softmax(logits, dim=-1).amax(-1) * live
-                counted += live
-                nxt = nxt.masked_fill(done, t.pad_id)
-                prefix = torch.cat([prefix, nxt[:, None]], dim=1)
-                done = done | (nxt == t.eos_id)
-                if bool(done.all()):
-                    break
-            out = np.full((batch, t.max_answer_tokens), t.pad_id, dtype=np.int64)
-            got = prefix[:, 1:].cpu().numpy()
-            out[:, : got.shape[1]] = got
-            scores = (logp_sum / counted).cpu().numpy().astype(np.float32)
+            answer, score, _ = self._greedy(model, state, q_ids, stop_early=True)
+            out = answer.cpu().numpy()
+            scores = score.float().cpu().numpy()
             found = None
             if maps:
                 found = {
