@@ -104,16 +104,10 @@ def log(msg: str) -> None:
 # Machine and versions ------------------------------------------------------------------
 def machine() -> dict[str, Any]:
     """CPU model, cores, memory, GPU (if any) and load of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from cotok_edge.build import cpu_name
+
     info: dict[str, Any] = {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "system": platform.platform(),

@@ -164,16 +164,19 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _host() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``'s model name), else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform()}
+    return platform.processor() or platform.machine()
+
+
+def _host() -> dict[str, Any]:
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "system": platform.platform()}
 
 
 def build(args: argparse.Namespace) -> int:
@@ -250,26 +253,26 @@ def build(args: argparse.Namespace) -> int:
         log("FP32 ONNX exported and checked; scoring PyTorch and ONNX Runtime")
         t0 = time.perf_counter()
         ref = scoring.torch_predictions(model, test_batches)
-        ort_threads = args.threads
-        fp32_chain = OrtChain(
-            scratch / "fp32" / "video_encoder.onnx",
-            scratch / "fp32" / "question_decoder.onnx",
-            threads=ort_threads,
-        )
-        pad = cfg.text.pad_id
         rows: dict[str, dict[str, Any]] = {}
-        rows["torch fp32"] = {
-            **scoring.score(ref, test.clips, tokenizer),
-            "agreement": 1.0,
-            "max_logit_error": 0.0,
-            "mean_logit_error": 0.0,
-        }
-        got = scoring.ort_predictions(fp32_chain, test_batches, pad)
-        deployed_pred = got
-        rows["onnxruntime fp32"] = {
-            **scoring.score(got, test.clips, tokenizer),
-            **scoring.compare(ref, got),
-        }
+
+        def score_row(row: str, pred: scoring.Predictions) -> scoring.Predictions:
+            rows[row] = {
+                **scoring.score(pred, test.clips, tokenizer),
+                **scoring.compare(ref, pred),
+            }
+            return pred
+
+        def score_graphs(row: str, folder: str) -> scoring.Predictions:
+            """ONNX Runtime on ``scratch/folder``'s two graphs: answers of the test slice."""
+            chain = OrtChain(
+                scratch / folder / "video_encoder.onnx",
+                scratch / folder / "question_decoder.onnx",
+                threads=args.threads,
+            )
+            return score_row(row, scoring.ort_predictions(chain, test_batches, cfg.text.pad_id))
+
+        score_row("torch fp32", ref)
+        deployed_pred = score_graphs("onnxruntime fp32", "fp32")
         timings["parity fp32"] = time.perf_counter() - t0
 
         deployed_model = model
@@ -284,15 +287,7 @@ def build(args: argparse.Namespace) -> int:
             timings["calibration"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             specs["ptq"] = export_model(qmodel, scratch / "ptq", target=target)
-            ptq = scoring.ort_predictions(
-                OrtChain(scratch / "ptq" / "video_encoder.onnx",
-                         scratch / "ptq" / "question_decoder.onnx", threads=ort_threads),
-                test_batches, pad,
-            )  # fmt: skip
-            rows["onnxruntime int8 (PTQ)"] = {
-                **scoring.score(ptq, test.clips, tokenizer),
-                **scoring.compare(ref, ptq),
-            }
+            ptq = score_graphs("onnxruntime int8 (PTQ)", "ptq")
             timings["export+score ptq"] = time.perf_counter() - t0
             deployed_model, deployed_dir, chosen = qmodel, scratch / "ptq", "onnxruntime int8 (PTQ)"
             deployed_pred = ptq
@@ -310,15 +305,7 @@ def build(args: argparse.Namespace) -> int:
                 timings["qat"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 specs["qat"] = export_model(qmodel, scratch / "qat", target=target)
-                qat_pred = scoring.ort_predictions(
-                    OrtChain(scratch / "qat" / "video_encoder.onnx",
-                             scratch / "qat" / "question_decoder.onnx", threads=ort_threads),
-                    test_batches, pad,
-                )  # fmt: skip
-                rows["onnxruntime int8 (QAT)"] = {
-                    **scoring.score(qat_pred, test.clips, tokenizer),
-                    **scoring.compare(ref, qat_pred),
-                }
+                qat_pred = score_graphs("onnxruntime int8 (QAT)", "qat")
                 timings["export+score qat"] = time.perf_counter() - t0
                 deployed_dir, chosen = scratch / "qat", "onnxruntime int8 (QAT)"
                 deployed_pred = qat_pred
