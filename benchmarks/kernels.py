@@ -90,7 +90,8 @@ def make_inputs(B: int, N: int, C: int, S: int, dtype: torch.dtype, seed: int = 
     return x, cb, w
 
 
-def time_ms(fn, iters: int, warmup: int = 5) -> float:
+def cuda_event_times(fn, iters: int, warmup: int = 5) -> list[float]:
+    """Milliseconds of each of ``iters`` calls of ``fn()`` (CUDA events), after ``warmup``."""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -102,7 +103,11 @@ def time_ms(fn, iters: int, warmup: int = 5) -> float:
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return times
+
+
+def time_ms(fn, iters: int, warmup: int = 5) -> float:
+    return statistics.median(cuda_event_times(fn, iters, warmup))
 
 
 def peak_gbps(override: float | None) -> tuple[float, str]:

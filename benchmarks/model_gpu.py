@@ -23,21 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.kernels import cuda_event_times
+
 
 def time_cuda(fn: Callable[[], object], runs: int, warmup: int) -> dict[str, float]:
     """CUDA-event milliseconds of ``fn()``: warm-up calls, then ``runs`` timed calls."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    a = np.asarray(times)
+    a = np.asarray(cuda_event_times(fn, runs, warmup))
     return {f"p{q}": round(float(np.percentile(a, q)), 4) for q in (50, 90, 99)}
 
 
