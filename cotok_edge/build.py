@@ -553,7 +553,19 @@ def verify(bundle: Path, backend: str = "auto", quiet: bool = False) -> int:
     from .runtime import load
 
     log = Log()
-    manifest = read_manifest(bundle)
+    try:
+        manifest = read_manifest(bundle)
+    except ValueError as e:
+        print(f"error: --verify: {e}", file=sys.stderr)
+        return 2
+    answers_file = bundle / "parity" / "answers.json"
+    if not (manifest.get("parity") or {}).get("slice") or not answers_file.is_file():
+        print(
+            f"error: --verify {bundle}: no parity slice and build-time answers "
+            "(parity/answers.json); only bundles written by python -m cotok_edge.build have them",
+            file=sys.stderr,
+        )
+        return 2
     qa = manifest["parity"]["slice"]
     data = Path(qa["data"])
     if not data.is_dir() and qa.get("synthetic"):
@@ -564,7 +576,7 @@ def verify(bundle: Path, backend: str = "auto", quiet: bool = False) -> int:
     if not data.is_dir():
         print(f"error: --verify: the parity data {data} is not here", file=sys.stderr)
         return 2
-    rows = json.loads((bundle / "parity" / "answers.json").read_text())
+    rows = json.loads(answers_file.read_text())
     try:
         qa_model = load(bundle, backend)
     except ValueError as e:  # BundleError, BackendUnavailableError, EngineMismatchError...

@@ -232,3 +232,12 @@ def test_device_script_is_valid_bash(checkpoint, cache, tmp_path):
     argv = ["--target", "jetson-orin-nx", "--precision", "fp32", *small(checkpoint, out, cache)]
     assert build_cli.main(argv) == 0
     subprocess.run(["bash", "-n", str(out / "finish_on_device.sh")], check=True)
+
+
+def test_verify_refuses_a_bundle_without_build_time_answers(int8_bundle, tmp_path, capsys):
+    out, _ = int8_bundle
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "parity" / "answers.json").unlink()
+    assert build_cli.main(["--verify", str(copy), "--quiet"]) == 2
+    assert "no parity slice and build-time answers" in capsys.readouterr().err
