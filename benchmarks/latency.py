@@ -87,7 +87,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bundle = preset_bundle(args.preset, Path(tmp.name) / "bundle")
         print(f"built {args.preset} bundle in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     try:
-        qa = load(bundle, backend=args.backend, threads=args.ort_threads, verbose=True)
+        qa = load(
+            bundle, backend=args.backend, threads=args.ort_threads, spin=args.ort_spin,
+            verbose=True,
+        )  # fmt: skip
         frames, questions = clip_and_questions()
         q1, q4 = questions[0], questions[:4]
         for _ in range(args.warmup):
@@ -100,6 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "bundle": str(bundle) if not args.preset else f"<{args.preset}, random weights>",
             "backend": qa.backend,
             "backend_note": qa.backend_note,
+            "ort_spin": bool(args.ort_spin),
             "machine": f"{platform.machine()} {platform.processor() or ''} "
             f"{os.cpu_count()} cpus".strip(),
             "runs": args.runs,
@@ -199,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--per-thread", type=int, default=100)
     p.add_argument("--ort-threads", type=int, default=None, help="onnxruntime intra-op threads")
+    p.add_argument(
+        "--ort-spin", action="store_true", help="let onnxruntime's idle threads busy-wait"
+    )
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     if args.runs < 1:

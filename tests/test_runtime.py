@@ -139,6 +139,19 @@ def test_questions_beyond_max_batch_are_chunked(bundle, clips):
     np.testing.assert_allclose([a.score for a in chunked], [a.score for a in whole], rtol=1e-5)
 
 
+def test_onnxruntime_thread_spinning_is_off_unless_asked_and_answers_agree(ort_qa, bundle, clips):
+    key = "session.intra_op.allow_spinning"
+    assert ort_qa.inference._opts.get_session_config_entry(key) == "0"
+    spinning = load(bundle, backend="onnxruntime", threads=2, spin=True)
+    assert spinning.inference._opts.get_session_config_entry(key) == "1"
+    clip = clips[1]
+    got, want = (
+        spinning.answer(clip.frames, clip.questions),
+        ort_qa.answer(clip.frames, clip.questions),
+    )
+    assert [a.text for a in got] == [a.text for a in want]
+
+
 @pytest.mark.parametrize("which", ["onnxruntime", "torch"])
 def test_threads_give_the_serial_answers(which, ort_qa, torch_qa, clips):
     qa = ort_qa if which == "onnxruntime" else torch_qa

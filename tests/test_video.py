@@ -319,6 +319,27 @@ def test_in_memory_frames_use_the_same_sampler(clip32: Path) -> None:
         sample_frames(grey_frames(3), timestamps=[0.0, 0.2, 0.1])
 
 
+def test_in_memory_planar_resize_matches_the_rgb_path() -> None:
+    # The in-memory sampler scales to planar GBR (the model's channels-first layout);
+    # it must give the same bytes as the file path's rgb24 resize and crop for RGB frames.
+    rng = np.random.default_rng(7)
+    for shape in [(5, 90, 160, 3), (5, 224, 224, 3), (5, 70, 50)]:
+        frames = rng.integers(0, 256, shape, dtype=np.uint8)
+        got = sample_frames(frames, fps=5, streams=[("a", 5, 32), ("b", 5, 64)])
+        fmt = "rgb24" if len(shape) == 4 else "gray"
+        for name, size in (("a", 32), ("b", 64)):
+            for t in range(5):
+                frame = av.VideoFrame.from_ndarray(frames[t], format=fmt)
+                want = video._to_square(frame, size, 1.0, 0)
+                # Grey goes through another libswscale conversion: within one level.
+                np.testing.assert_allclose(
+                    got[name][:, t].astype(int),
+                    want.transpose(2, 0, 1).astype(int),
+                    atol=0 if fmt == "rgb24" else 1,
+                    err_msg=f"{shape} {name} {t}",
+                )
+
+
 def test_stack_streams_batches_clips(clip32: Path) -> None:
     a, b = load_streams(clip32), load_streams(clip32, start=0.5, end=1.0)
     batch = stack_streams([a, b])

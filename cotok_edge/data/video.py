@@ -40,13 +40,16 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 __all__ = [
     "STREAMS",
@@ -238,7 +241,8 @@ def _fill(
     convert: Callable[[Any, int], np.ndarray],
 ) -> _FillResult:
     """Walk frames in presentation order and copy each one into every slot
-    whose instant it is displayed at. ``convert(handle, size)`` -> ``[S, S, 3]``.
+    whose instant it is displayed at. ``convert(handle, size)`` -> ``[3, S, S]``
+    (or a view of that shape).
 
     Stops pulling frames as soon as the last instant is covered, so nothing
     after the window is decoded.
@@ -255,7 +259,7 @@ def _fill(
         img = cache.get(spec.size)
         if img is None:
             img = cache[spec.size] = convert(shown[1], spec.size)
-        arrays[spec.name][:, plan.slot[k]] = img.transpose(2, 0, 1)
+        arrays[spec.name][:, plan.slot[k]] = img
         ftimes[spec.name][plan.slot[k]] = shown[0]
 
     exhausted = True
@@ -283,16 +287,31 @@ def _fill(
     return _FillResult(arrays, ftimes, exhausted, prev[0], first_time)
 
 
-def _to_square(frame: av.VideoFrame, size: int, sar: float, rot_k: int) -> np.ndarray:
+def _square_geometry(width: int, height: int, size: int, sar: float) -> tuple[int, int]:
+    """(width, height) to resize to so the short side is ``size`` (display aspect kept)."""
+    dw = width * sar  # display width when pixels are not square
+    scale = size / min(dw, height)
+    return max(size, int(round(dw * scale))), max(size, int(round(height * scale)))
+
+
+def _to_square(
+    frame: av.VideoFrame,
+    size: int,
+    sar: float,
+    rot_k: int,
+    reformatter: VideoReformatter | None = None,
+) -> np.ndarray:
     """Resize the short side to ``size``, centre-crop the long side, rotate
-    upright: uint8 ``[size, size, 3]``."""
-    w, h = frame.width, frame.height
-    dw = w * sar  # display width when pixels are not square
-    scale = size / min(dw, h)
-    rw = max(size, int(round(dw * scale)))
-    rh = max(size, int(round(h * scale)))
-    rgb = frame.reformat(
-        width=rw, height=rh, format="rgb24", interpolation=_INTERPOLATION
+    upright: uint8 ``[size, size, 3]``.
+
+    ``reformatter`` keeps libswscale's context from frame to frame (a fresh
+    frame otherwise builds its own); one thread, since a single small frame is
+    slower to split across threads than to scale.
+    """
+    rw, rh = _square_geometry(frame.width, frame.height, size, sar)
+    scaler = reformatter or VideoReformatter()
+    rgb = scaler.reformat(
+        frame, width=rw, height=rh, format="rgb24", interpolation=_INTERPOLATION, threads=1
     ).to_ndarray()
     y0, x0 = (rh - size) // 2, (rw - size) // 2
     out = rgb[y0 : y0 + size, x0 : x0 + size]
@@ -301,9 +320,55 @@ def _to_square(frame: av.VideoFrame, size: int, sar: float, rot_k: int) -> np.nd
     return out
 
 
+def _to_square_planes(frame: av.VideoFrame, size: int, reformatter: VideoReformatter) -> np.ndarray:
+    """:func:`_to_square` for square-pixel, upright frames, as ``[3, size, size]`` views.
+
+    libswscale writes planar GBR directly, which is the model's channels-first
+    layout: no interleaved copy to transpose afterwards. For an RGB source it
+    gives the same bytes as the rgb24 path (checked in the tests).
+    """
+    rw, rh = _square_geometry(frame.width, frame.height, size, 1.0)
+    planar = reformatter.reformat(
+        frame, width=rw, height=rh, format="gbrp", interpolation=_INTERPOLATION, threads=1
+    )
+    y0, x0 = (rh - size) // 2, (rw - size) // 2
+    g, b, r = (
+        np.frombuffer(p, np.uint8).reshape(rh, p.line_size)[y0 : y0 + size, x0 : x0 + size]
+        for p in planar.planes
+    )
+    return np.stack((r, g, b))
+
+
 # --------------------------------------------------------------------------
 # Frames already in memory
 # --------------------------------------------------------------------------
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_thread_scalers = threading.local()
+
+
+def _scaling_pool() -> ThreadPoolExecutor:
+    """Threads for in-memory frame scaling (libswscale runs without the GIL)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), "cotok-scale")
+        return _pool
+
+
+def _scale_memory(arr: np.ndarray, i: int, sizes: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """Frame ``i`` of ``[N, H, W, 3]`` / ``[N, H, W]`` uint8 at each size: ``{size: [3, S, S]}``."""
+    fmt = "rgb24" if arr.ndim == 4 else "gray"
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[i]), fmt)
+    scalers = getattr(_thread_scalers, "by_size", None)
+    if scalers is None:
+        scalers = _thread_scalers.by_size = {}
+    # At the frame's own size libswscale only repacks to planar, faster than a transpose.
+    return {
+        s: _to_square_planes(frame, s, scalers.setdefault(s, VideoReformatter())) for s in sizes
+    }
 
 
 def sample_frames(
@@ -362,12 +427,20 @@ def sample_frames(
     specs = _specs(streams)
     s, e = _resolve_window(start, end, duration, clip_duration, where)
     plan = _Plan(specs, s, e)
-    fmt = "rgb24" if arr.ndim == 4 else "gray"
+
+    sizes = [spec.size for spec in specs]
+    # The frame shown at an instant is the last one that starts at or before it (the
+    # first frame before the first start), as _fill decides; scale those in parallel.
+    shown = np.maximum(np.searchsorted(ts, plan.instants, side="right") - 1, 0)
+    jobs: dict[int, set[int]] = {}
+    for i, o in zip(shown.tolist(), plan.owner.tolist(), strict=True):
+        jobs.setdefault(i, set()).add(sizes[o])
+    scaled = _scaling_pool().map(lambda j: _scale_memory(arr, j[0], tuple(j[1])), jobs.items())
+    ready = {(i, size): img for i, by in zip(jobs, scaled, strict=True) for size, img in by.items()}
 
     def convert(i: int, size: int) -> np.ndarray:
-        # The same libswscale resize as the file path, so both agree.
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[i]), format=fmt)
-        return _to_square(frame, size, 1.0, 0)
+        img = ready.get((i, size))  # only None if _fill picked another frame than above
+        return _scale_memory(arr, i, (size,))[size] if img is None else img
 
     res = _fill(plan, ((float(t), i) for i, t in enumerate(ts)), convert)
     return Streams(res.arrays, plan.times, res.frame_times, (s, e), where)
@@ -709,8 +782,11 @@ def _decode_fill(
     seen: set[int] = set()
     rot = [0]
 
+    scalers: dict[int, VideoReformatter] = {}
+
     def convert(frame: av.VideoFrame, size: int) -> np.ndarray:
-        return _to_square(frame, size, reader.sar, rot[0])
+        scaler = scalers.setdefault(size, VideoReformatter())
+        return _to_square(frame, size, reader.sar, rot[0], scaler).transpose(2, 0, 1)
 
     def frames() -> Iterator[tuple[float, av.VideoFrame]]:
         for i, (t, f) in enumerate(reader.decode(packets, origin, needed, seen)):

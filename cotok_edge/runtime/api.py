@@ -434,6 +434,7 @@ def _make_backend(
     *,
     providers: Sequence[str] | None,
     threads: int | None,
+    spin: bool,
     device: str,
 ) -> Backend:
     """Verify the files ``name`` uses (sha256) and build it."""
@@ -444,7 +445,7 @@ def _make_backend(
         verify_files(root, manifest, [enc, dec] + ([exp] if exp else []))
         return OnnxRuntimeBackend(
             streams, root / enc, root / dec, None if exp is None else root / exp,
-            providers=providers, threads=threads,
+            providers=providers, threads=threads, spin=spin,
         )  # fmt: skip
     if name == "torch":
         ckpt = manifest.get("checkpoint")
@@ -476,6 +477,7 @@ def load(
     *,
     providers: Sequence[str] | None = None,
     threads: int | None = None,
+    spin: bool = False,
     device: str = "auto",
     verbose: bool | None = None,
 ) -> VideoQA:
@@ -490,6 +492,10 @@ def load(
             then torch), or ``tensorrt`` | ``onnxruntime`` | ``torch``.
         providers: onnxruntime execution providers (default: CUDA if available, CPU).
         threads: onnxruntime intra-op threads (default: its own choice).
+        spin: let onnxruntime's idle worker threads busy-wait between ops (its own
+            default). Off here: on the 2-core benchmark machine spinning made
+            inference slower (benchmarks/RESULTS.md); try it on an otherwise idle
+            many-core host.
         device: torch backend device, ``auto`` (CUDA if available) | ``cpu`` | ``cuda``.
         verbose: print the backend choice on stderr (default: only for ``auto``); it
             is always logged on the ``cotok_edge.runtime`` logger.
@@ -521,8 +527,9 @@ def load(
     chosen: Backend | None = None
     if backend != "auto":
         chosen = _make_backend(
-            backend, root, manifest, streams, providers=providers, threads=threads, device=device
-        )
+            backend, root, manifest, streams,
+            providers=providers, threads=threads, spin=spin, device=device,
+        )  # fmt: skip
     else:
         for name in BACKENDS:
             if name == "tensorrt":
@@ -541,7 +548,7 @@ def load(
             try:
                 chosen = _make_backend(
                     name, root, manifest, streams,
-                    providers=providers, threads=threads, device=device,
+                    providers=providers, threads=threads, spin=spin, device=device,
                 )  # fmt: skip
                 break
             except (BackendUnavailableError, EngineMismatchError, PluginLibraryError) as e:
