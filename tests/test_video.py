@@ -323,13 +323,17 @@ def test_in_memory_planar_resize_matches_the_rgb_path() -> None:
     # The in-memory sampler scales to planar GBR (the model's channels-first layout);
     # it must give the same bytes as the file path's rgb24 resize and crop for RGB frames.
     rng = np.random.default_rng(7)
-    for shape in [(5, 90, 160, 3), (5, 224, 224, 3), (5, 70, 50)]:
-        frames = rng.integers(0, 256, shape, dtype=np.uint8)
+    for shape in [(5, 90, 160, 3), (5, 224, 224, 3), (5, 70, 50), "bgr view"]:
+        if shape == "bgr view":  # rows not C-contiguous: copied, not wrapped
+            shape = (5, 90, 160, 3)
+            frames = rng.integers(0, 256, shape, dtype=np.uint8)[..., ::-1]
+        else:
+            frames = rng.integers(0, 256, shape, dtype=np.uint8)
         got = sample_frames(frames, fps=5, streams=[("a", 5, 32), ("b", 5, 64)])
         fmt = "rgb24" if len(shape) == 4 else "gray"
         for name, size in (("a", 32), ("b", 64)):
             for t in range(5):
-                frame = av.VideoFrame.from_ndarray(frames[t], format=fmt)
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[t]), format=fmt)
                 want = video._to_square(frame, size, 1.0, 0)
                 # Grey goes through another libswscale conversion: within one level.
                 np.testing.assert_allclose(

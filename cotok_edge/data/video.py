@@ -361,7 +361,10 @@ def _scaling_pool() -> ThreadPoolExecutor:
 def _scale_memory(arr: np.ndarray, i: int, sizes: tuple[int, ...]) -> dict[int, np.ndarray]:
     """Frame ``i`` of ``[N, H, W, 3]`` / ``[N, H, W]`` uint8 at each size: ``{size: [3, S, S]}``."""
     fmt = "rgb24" if arr.ndim == 4 else "gray"
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[i]), fmt)
+    try:  # wraps the caller's rows without a copy (needs C-contiguous rows)
+        frame = av.VideoFrame.from_numpy_buffer(arr[i], fmt)
+    except ValueError:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[i]), fmt)
     scalers = getattr(_thread_scalers, "by_size", None)
     if scalers is None:
         scalers = _thread_scalers.by_size = {}
@@ -435,8 +438,18 @@ def sample_frames(
     jobs: dict[int, set[int]] = {}
     for i, o in zip(shown.tolist(), plan.owner.tolist(), strict=True):
         jobs.setdefault(i, set()).add(sizes[o])
-    scaled = _scaling_pool().map(lambda j: _scale_memory(arr, j[0], tuple(j[1])), jobs.items())
-    ready = {(i, size): img for i, by in zip(jobs, scaled, strict=True) for size, img in by.items()}
+    pool = _scaling_pool()
+    # One task per worker, not per frame: a future costs about as much as scaling a frame.
+    work = list(jobs.items())
+    chunks = [work[k :: pool._max_workers] for k in range(pool._max_workers)]
+    ready = {
+        (i, size): img
+        for chunk in pool.map(
+            lambda c: [(i, _scale_memory(arr, i, tuple(z))) for i, z in c], chunks
+        )
+        for i, by in chunk
+        for size, img in by.items()
+    }
 
     def convert(i: int, size: int) -> np.ndarray:
         img = ready.get((i, size))  # only None if _fill picked another frame than above
