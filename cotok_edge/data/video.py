@@ -344,6 +344,7 @@ def _to_square_planes(frame: av.VideoFrame, size: int, reformatter: VideoReforma
 # --------------------------------------------------------------------------
 
 
+_POOL_WORKERS = min(4, os.cpu_count() or 1)
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _thread_scalers = threading.local()
@@ -354,7 +355,7 @@ def _scaling_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), "cotok-scale")
+            _pool = ThreadPoolExecutor(_POOL_WORKERS, "cotok-scale")
         return _pool
 
 
@@ -441,7 +442,7 @@ def sample_frames(
     pool = _scaling_pool()
     # One task per worker, not per frame: a future costs about as much as scaling a frame.
     work = list(jobs.items())
-    chunks = [work[k :: pool._max_workers] for k in range(pool._max_workers)]
+    chunks = [work[k::_POOL_WORKERS] for k in range(_POOL_WORKERS)]
     ready = {
         (i, size): img
         for chunk in pool.map(
