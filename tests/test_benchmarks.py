@@ -326,3 +326,43 @@ def test_trained_models_file_is_well_formed():
     for m in data:
         assert {"name", "gmacs", "accuracy", "per_category", "steps", "seed", "command"} <= set(m)
         assert 0.0 <= m["accuracy"] <= 1.0
+
+
+def _fake_run(folder: Path, evals: dict[int, dict[str, float]], **args: Any) -> Path:
+    """A training run folder as cotok_edge.train writes it: metrics.jsonl + train_state.json."""
+    (folder / "checkpoint").mkdir(parents=True)
+    with open(folder / "metrics.jsonl", "w") as f:
+        for step in range(1, max(evals) + 1):
+            record: dict[str, Any] = {"step": step, "loss": 1.0}
+            if step in evals:
+                cats = evals[step]
+                record["eval"] = {
+                    "accuracy": sum(cats.values()) / len(cats),
+                    "count": 40 * len(cats),
+                    "per_category": {c: {"accuracy": a, "count": 40} for c, a in cats.items()},
+                }
+            f.write(json.dumps(record) + "\n")
+    state = {"step": max(evals), "seed": args.get("seed", 0), "args": {"seed": 0, **args}}
+    (folder / "checkpoint" / "train_state.json").write_text(json.dumps(state))
+    return folder
+
+
+def test_ablation_table_reads_each_runs_evaluation(tmp_path, capsys):
+    from benchmarks import ablations
+
+    a = _fake_run(tmp_path / "a", {2: {"0": 0.25, "1": 0.5}, 4: {"0": 0.5, "1": 1.0}})
+    b = _fake_run(tmp_path / "b", {2: {"0": 0.75, "1": 0.25}}, streams="s1", cotok_steps=1)
+    png = tmp_path / "abl.png"
+    assert ablations.main(["--run", f"three={a}", "--run", f"s1={b}", "--step", "2",
+                           "--png", str(png)]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "| three | 2 | 80 | 37.5% | 25.0% | 50.0% | 0 | - |" in out
+    assert "| s1 | 2 | 80 | 50.0% | 75.0% | 25.0% | 0 | --streams s1, --cotok-steps 1 |" in out
+    assert png.stat().st_size > 0
+    # Default: each run's last evaluation.
+    assert ablations.read_eval("three", a).per_category == {"0": 0.5, "1": 1.0}
+    # A step a run did not evaluate is an error naming the run and the steps it has.
+    assert ablations.main(["--run", f"three={a}", "--run", f"s1={b}", "--step", "4"]) == 2
+    assert "run 's1': no evaluation at step 4" in capsys.readouterr().err
+    assert ablations.main(["--run", f"x={tmp_path / 'missing'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
