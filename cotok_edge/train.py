@@ -24,6 +24,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,6 +65,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clip-grad", type=float, default=1.0)
     p.add_argument("--fraction", type=float, default=1.0, help="use this share of the clips")
     p.add_argument("--vocab-size", type=int, default=1024, help="tokenizer size when trained")
+    p.add_argument(
+        "--tokenizer", type=Path,
+        help="use this tokenizer.json instead of training one (e.g. a QA run's, so caption "
+        "pre-training and QA fine-tuning share one vocabulary)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-answer-tokens", type=int,
+        help="longest target in tokens with [EOS] (default: the preset's or --init's, 8); "
+        "captions need about 48",
+    )  # fmt: skip
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--eval-split", default="val")
@@ -86,6 +97,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--data {args.data}: no such folder")
     if args.init is not None and not (args.init / "config.json").is_file():
         p.error(f"--init {args.init}: not a checkpoint folder (no config.json)")
+    if args.tokenizer is not None and not args.tokenizer.is_file():
+        p.error(f"--tokenizer {args.tokenizer}: no such file")
+    if args.max_answer_tokens is not None and args.max_answer_tokens < 2:
+        p.error("--max-answer-tokens must be at least 2 (one token and [EOS])")
     if (args.out / "checkpoint").exists() and not (args.resume or args.force):
         p.error(f"--out {args.out} already holds a run: pass --resume or --force")
     if args.resume and not (args.out / "checkpoint").exists():
@@ -178,6 +193,8 @@ def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
         cfg = cfg.with_streams([s.strip() for s in args.streams.split(",")])
     if args.cotok_steps:
         cfg.steps = args.cotok_steps
+    if args.max_answer_tokens is not None:
+        cfg.text.max_answer_tokens = args.max_answer_tokens
     return cfg
 
 
@@ -193,10 +210,13 @@ def main(argv: list[str] | None = None) -> int:
 
     records = load_split(args.format, args.data, "train")
     tok_file = args.out / "tokenizer.json"
-    if args.init is not None and (args.init / "tokenizer.json").is_file():
-        tokenizer = load_tokenizer(args.init / "tokenizer.json")
+    given_tokenizer = args.tokenizer
+    if given_tokenizer is None and args.init is not None:
+        given_tokenizer = args.init / "tokenizer.json"
+    if given_tokenizer is not None and given_tokenizer.is_file() and not args.resume:
+        tokenizer = load_tokenizer(given_tokenizer)
         if main_process:
-            shutil.copyfile(args.init / "tokenizer.json", tok_file)
+            shutil.copyfile(given_tokenizer, tok_file)
     elif args.resume:
         tokenizer = load_tokenizer(args.out / "checkpoint" / "tokenizer.json")
     else:
@@ -205,8 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         if main_process:
             save_tokenizer(tokenizer, tok_file)
 
+    def answer_length(cfg: CoTokConfig) -> None:
+        if args.max_answer_tokens is not None:
+            cfg.text.max_answer_tokens = args.max_answer_tokens
+
     if args.init is not None:
-        model = CoTokVQA.from_pretrained(args.init)
+        model = CoTokVQA.from_pretrained(args.init, edit_config=answer_length)
         if model.config.text.vocab_size < tokenizer.get_vocab_size():
             raise SystemExit(f"--init {args.init}: its vocabulary is smaller than the tokenizer's")
     else:
@@ -227,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         dist.barrier()
 
     t = cfg.text
+    _check_answer_lengths(clips, tokenizer, t.max_answer_tokens)
     q_ids, q_mask, a_ids = [], [], []
     for c in clips:
         ids, mask = encode_questions(tokenizer, c.questions, t.max_question_tokens, truncate=True)
@@ -293,7 +318,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _check_answer_lengths(clips: list[ClipQuestions], tokenizer: Any, limit: int) -> None:
+    """Exit with the longest target named when one does not fit ``limit`` tokens."""
+    longest, text = 0, ""
+    for c in clips:
+        for answers in c.answers:
+            target = training_answer(answers)
+            n = len(tokenizer.encode(target).ids)  # the tokenizer appends [EOS]
+            if n > longest:
+                longest, text = n, target
+    if longest > limit:
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise SystemExit(
+            f"training targets are up to {longest} tokens with [EOS] ({shown!r}), more than "
+            f"the model's max_answer_tokens={limit}: pass --max-answer-tokens {longest}"
+        )
+
+
 def _eval_clips(args: argparse.Namespace, cfg: CoTokConfig) -> list[ClipQuestions]:
+    if args.format == "captions":
+        # A caption model has seen no question yet: QA accuracy would say nothing.
+        print("caption pre-training: no validation (fine-tune on QA to evaluate)", file=sys.stderr)
+        return []
     try:
         records = load_split(args.format, args.data, args.eval_split)
     except FileNotFoundError:

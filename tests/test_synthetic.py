@@ -61,9 +61,11 @@ def test_layout_and_question_format(bench: Path) -> None:
     assert {r["video_id"] for r in per_split["test"]} == {"video4"}
     # The MSRVTT-QA loader reads it as is.
     recs = load_msrvtt_qa(bench, "val")
+    recs_train = load_msrvtt_qa(bench, "train")
     assert [r.video_path.name for r in recs] == ["video3.mp4"] * 4
-    caps = load_captions(bench)
-    assert len(caps) == 5 and all(c.question == "" and c.end == 1.0 for c in caps)
+    caps = load_captions(bench)  # the training clips' only
+    assert len(caps) == 3 and all(c.question == "" and c.end == 1.0 for c in caps)
+    assert {c.video_path.name for c in caps} == {r.video_path.name for r in recs_train}
     meta = json.loads((bench / "meta.json").read_text())
     assert meta["seed"] == 7 and meta["clip"]["fps"] == 32
     with av.open(str(bench / "videos" / "video0.mp4")) as c:

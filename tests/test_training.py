@@ -102,3 +102,33 @@ def test_torchrun_two_cpu_processes(synth: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "model" / "model.safetensors").is_file()
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_caption_pretraining_then_qa_fine_tuning(synth: Path, tmp_path: Path, capsys) -> None:
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--data", str(synth)]
+    qa = tmp_path / "qa"
+    assert train_main([*COMMON, *cache, "--out", str(qa), "--steps", "1"]) == 0
+    caps = ["--format", "captions", "--preset", "tiny", "--clips", "2", *cache, "--steps", "2"]
+    # Captions are sentences: the default 8-token targets cannot hold them, and the
+    # error says what to pass.
+    with pytest.raises(SystemExit, match="pass --max-answer-tokens"):
+        train_main([*caps, "--out", str(tmp_path / "too-short")])
+    pre = tmp_path / "pre"
+    shared = ["--tokenizer", str(qa / "model" / "tokenizer.json")]
+    assert train_main([*caps, *shared, "--max-answer-tokens", "64", "--out", str(pre)]) == 0
+    assert "no validation" in capsys.readouterr().err
+    assert (
+        json.loads((pre / "model" / "config.json").read_text())["text"]["max_answer_tokens"] == 64
+    )
+    # Pre-training's tokenizer is the QA run's, so fine-tuning keeps the same vocabulary.
+    same = (pre / "model" / "tokenizer.json").read_bytes()
+    assert same == (qa / "model" / "tokenizer.json").read_bytes()
+    tuned = tmp_path / "tuned"
+    args = [*COMMON, *cache, "--init", str(pre / "model"), "--max-answer-tokens", "8"]
+    assert train_main([*args, "--fraction", "0.5", "--out", str(tuned), "--steps", "1"]) == 0
+    start, end = load_file(str(pre / "model" / "model.safetensors")), _weights(tuned)
+    assert start.keys() == end.keys()
+    assert not torch.equal(start["cotokenizer.video_pos"], end["cotokenizer.video_pos"])
+    assert (
+        json.loads((tuned / "model" / "config.json").read_text())["text"]["max_answer_tokens"] == 8
+    )

@@ -43,8 +43,9 @@ id    category      question (what resolves it)
 Written in the MSRVTT-QA layout: ``videos/video{i}.mp4`` (H.264, yuv420p,
 CRF 18 so small objects survive), ``{train,val,test}_qa.json`` (lists of
 ``{"question", "answer", "video_id", "id", "category_id"}``), plus
-``captions.jsonl`` (one narration per clip: ``{"video_id", "start", "end",
-"text"}``) for caption pre-training, and ``meta.json``. Everything is a
+``captions.jsonl`` (one narration per training clip: ``{"video_id", "start",
+"end", "text"}``; none for validation or test clips, which pre-training must not
+see) for caption pre-training, and ``meta.json``. Everything is a
 function of the seed: clip ``i`` draws from ``numpy.random.default_rng([seed,
 i])`` and the encoder is set up to be deterministic (see
 :func:`write_video`), so the same seed gives the same JSON and the same
@@ -568,8 +569,9 @@ def generate_subset(
                 )
                 qid += 1
         (root / f"{split}_qa.json").write_text(json.dumps(rows, indent=1) + "\n")
+    # Captions of the training clips only: pre-training must not see an evaluation clip.
     with open(root / "captions.jsonl", "w") as f:
-        for i in indices:
+        for i in splits["train"]:
             line = {
                 "video_id": f"video{i}",
                 "start": 0.0,

@@ -299,11 +299,17 @@ class CoTokVQA(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path | None = None, map_location: str = "cpu"
+        cls,
+        directory: str | Path | None = None,
+        map_location: str = "cpu",
+        edit_config: Callable[[CoTokConfig], object] | None = None,
     ) -> CoTokVQA:
         """Load a checkpoint written by ``save_pretrained``; never unpickles anything.
 
         Without ``directory``, the shipped default model (:data:`DEFAULT_CHECKPOINT`).
+        ``edit_config`` changes the config before the model is built, for fields that
+        no weight's shape depends on (e.g. ``text.max_answer_tokens``: the decoder's
+        positions are relative); a change that does alter a shape is refused below.
         """
         d = DEFAULT_CHECKPOINT if directory is None else Path(directory)
         cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
@@ -314,6 +320,8 @@ class CoTokVQA(nn.Module):
             cfg = CoTokConfig.from_json(cfg_path)
         except (ValueError, TypeError, json.JSONDecodeError) as e:
             raise ValueError(f"checkpoint {d}: {CONFIG_FILE} is not a valid config: {e}") from e
+        if edit_config is not None:
+            edit_config(cfg)
         model = cls(cfg)
         try:
             weights = load_file(str(w_path), device=map_location)
