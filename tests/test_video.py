@@ -324,7 +324,7 @@ def test_in_memory_planar_resize_matches_the_rgb_path() -> None:
     # it must give the same bytes as the file path's rgb24 resize and crop for RGB frames.
     rng = np.random.default_rng(7)
     for shape in [(5, 90, 160, 3), (5, 224, 224, 3), (5, 70, 50), "bgr view"]:
-        if shape == "bgr view":  # rows not C-contiguous: copied, not wrapped
+        if shape == "bgr view":  # a view whose rows are not C-contiguous
             shape = (5, 90, 160, 3)
             frames = rng.integers(0, 256, shape, dtype=np.uint8)[..., ::-1]
         else:

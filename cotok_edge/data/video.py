@@ -321,7 +321,7 @@ def _to_square(
 
 
 def _to_square_planes(frame: av.VideoFrame, size: int, reformatter: VideoReformatter) -> np.ndarray:
-    """:func:`_to_square` for square-pixel, upright frames, as ``[3, size, size]`` views.
+    """:func:`_to_square` for square-pixel, upright frames, as ``[3, size, size]``.
 
     libswscale writes planar GBR directly, which is the model's channels-first
     layout: no interleaved copy to transpose afterwards. For an RGB source it
@@ -362,10 +362,9 @@ def _scaling_pool() -> ThreadPoolExecutor:
 def _scale_memory(arr: np.ndarray, i: int, sizes: tuple[int, ...]) -> dict[int, np.ndarray]:
     """Frame ``i`` of ``[N, H, W, 3]`` / ``[N, H, W]`` uint8 at each size: ``{size: [3, S, S]}``."""
     fmt = "rgb24" if arr.ndim == 4 else "gray"
-    try:  # wraps the caller's rows without a copy (needs C-contiguous rows)
-        frame = av.VideoFrame.from_numpy_buffer(arr[i], fmt)
-    except ValueError:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[i]), fmt)
+    # A copy into an FFmpeg-owned (padded) buffer: libswscale's SIMD loads may read a
+    # little past a row's end, which the caller's array does not allow for.
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[i]), fmt)
     scalers = getattr(_thread_scalers, "by_size", None)
     if scalers is None:
         scalers = _thread_scalers.by_size = {}
