@@ -137,7 +137,7 @@ class OnnxRuntimeBackend(Backend):
             self._opts.intra_op_num_threads = int(threads)
         # Idle worker threads busy-wait for the next op by default. Between this
         # runtime's many small decoder ops that wait steals the cores the work needs:
-        # measured on 2 cores, not spinning cut the tiny model's inference by a third.
+        # measured on 2 cores, not spinning cut inference by 26-29% (benchmarks/records.md).
         self._opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self._opts.log_severity_level = 3  # errors only: no provider notices on stderr
         self.encoder = self._session(encoder)
