@@ -193,9 +193,13 @@ def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
         cfg = cfg.with_streams([s.strip() for s in args.streams.split(",")])
     if args.cotok_steps:
         cfg.steps = args.cotok_steps
+    _set_answer_length(cfg, args)
+    return cfg
+
+
+def _set_answer_length(cfg: CoTokConfig, args: argparse.Namespace) -> None:
     if args.max_answer_tokens is not None:
         cfg.text.max_answer_tokens = args.max_answer_tokens
-    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,12 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         if main_process:
             save_tokenizer(tokenizer, tok_file)
 
-    def answer_length(cfg: CoTokConfig) -> None:
-        if args.max_answer_tokens is not None:
-            cfg.text.max_answer_tokens = args.max_answer_tokens
-
     if args.init is not None:
-        model = CoTokVQA.from_pretrained(args.init, edit_config=answer_length)
+        model = CoTokVQA.from_pretrained(
+            args.init, edit_config=lambda cfg: _set_answer_length(cfg, args)
+        )
         if model.config.text.vocab_size < tokenizer.get_vocab_size():
             raise SystemExit(f"--init {args.init}: its vocabulary is smaller than the tokenizer's")
     else:

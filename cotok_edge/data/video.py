@@ -320,6 +320,14 @@ def _to_square(
     return out
 
 
+def _scaler(scalers: dict[int, VideoReformatter], size: int) -> VideoReformatter:
+    """The cached libswscale context for ``size`` (built on first use only)."""
+    scaler = scalers.get(size)
+    if scaler is None:
+        scaler = scalers[size] = VideoReformatter()
+    return scaler
+
+
 def _to_square_planes(frame: av.VideoFrame, size: int, reformatter: VideoReformatter) -> np.ndarray:
     """:func:`_to_square` for square-pixel, upright frames, as ``[3, size, size]``.
 
@@ -369,9 +377,7 @@ def _scale_memory(arr: np.ndarray, i: int, sizes: tuple[int, ...]) -> dict[int, 
     if scalers is None:
         scalers = _thread_scalers.by_size = {}
     # At the frame's own size libswscale only repacks to planar, faster than a transpose.
-    return {
-        s: _to_square_planes(frame, s, scalers.setdefault(s, VideoReformatter())) for s in sizes
-    }
+    return {s: _to_square_planes(frame, s, _scaler(scalers, s)) for s in sizes}
 
 
 def sample_frames(
@@ -798,8 +804,9 @@ def _decode_fill(
     scalers: dict[int, VideoReformatter] = {}
 
     def convert(frame: av.VideoFrame, size: int) -> np.ndarray:
-        scaler = scalers.setdefault(size, VideoReformatter())
-        return _to_square(frame, size, reader.sar, rot[0], scaler).transpose(2, 0, 1)
+        return _to_square(frame, size, reader.sar, rot[0], _scaler(scalers, size)).transpose(
+            2, 0, 1
+        )
 
     def frames() -> Iterator[tuple[float, av.VideoFrame]]:
         for i, (t, f) in enumerate(reader.decode(packets, origin, needed, seen)):
