@@ -1,9 +1,17 @@
 """Seconds per training step (forward, backward, AdamW update) on this machine.
 
-    python -m benchmarks.train_step --preset tiny --batch 8
+    python -m benchmarks.train_step --preset tiny --clips 8 --questions 4 [--profile]
 
-Random uint8 clips and token ids of the real shapes (the speed does not depend
-on the values); 2 warm-up steps, then the median and spread of ``--steps``.
+A step is what ``python -m cotok_edge.train`` runs: ``--clips`` clips, each
+with ``--questions`` questions (the backbones run once per clip, the
+question-dependent part once per question). Random uint8 clips and token ids
+of the real shapes (the speed does not depend on the values); 2 warm-up steps,
+then the median and spread of ``--steps``.
+
+``--profile`` adds a table of where the time goes: forward and backward of each
+component (each stream's backbone, the question encoder, the K co-tokenization
+steps with their TokenLearners, the answer decoder), timed one at a time with
+the model's own training-mode modules, plus the ops torch.profiler ranks first.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import argparse
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
@@ -31,39 +40,146 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def step_inputs(model: CoTokVQA, clips: int, questions: int, answer_len: int) -> dict:
+    """Kwargs of one training step: ``clips`` clips, ``questions`` questions each."""
+    batch = clips * questions
+    inputs = model.example_inputs(batch)
+    for name in model.stream_names:
+        inputs[name] = inputs[name][:clips]
+    vocab = model.config.text.vocab_size
+    inputs["answer_ids"] = torch.randint(3, vocab, (batch, answer_len))
+    inputs["clip_index"] = torch.arange(clips).repeat_interleave(questions)
+    return inputs
+
+
+def _median_seconds(fn: Callable[[], None], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def profile_components(model: CoTokVQA, inputs: dict, repeats: int = 3) -> list[tuple]:
+    """``(component, forward s, forward+backward s)`` for each part of one step."""
+    streams = {n: inputs[n] for n in model.stream_names}
+    rows = []
+    for name in model.stream_names:
+        x = model.normalize(streams[name])
+
+        def fwd(x=x, name=name) -> None:
+            with torch.no_grad():
+                model.backbones[name](x)
+
+        def fwd_bwd(x=x, name=name) -> None:
+            model.backbones[name](x).float().square().mean().backward()
+
+        shape = "x".join(map(str, x.shape[2:]))
+        rows.append((f"backbone {name} ({shape})", fwd, fwd_bwd))
+
+    with torch.no_grad():
+        video = model.encode_video(streams)  # one row per clip
+    video = {k: v.detach().requires_grad_() for k, v in video.items()}
+    q_ids, q_mask, clip_index = (
+        inputs["question_ids"],
+        inputs["question_mask"],
+        inputs["clip_index"],
+    )
+
+    def enc_fwd() -> None:
+        with torch.no_grad():
+            model.encode_question(q_ids, q_mask)
+
+    def enc_bwd() -> None:
+        model.encode_question(q_ids, q_mask).square().mean().backward()
+
+    rows.append(("question encoder", enc_fwd, enc_bwd))
+    with torch.no_grad():
+        q = model.encode_question(q_ids, q_mask)
+
+    def cotok_fwd() -> None:
+        with torch.no_grad():
+            model.cotokenizer(video, q, q_mask.bool(), clip_index=clip_index)
+
+    def cotok_bwd() -> None:
+        model.cotokenizer(video, q, q_mask.bool(), clip_index=clip_index)[
+            0
+        ].tokens.square().mean().backward()
+
+    rows.append((f"co-tokenization (K={model.config.steps})", cotok_fwd, cotok_bwd))
+    with torch.no_grad():
+        state, _ = model.cotokenizer(video, q, q_mask.bool(), clip_index=clip_index)
+    answers = inputs["answer_ids"]
+
+    def dec_fwd() -> None:
+        with torch.no_grad():
+            model.answer_logits(answers, state)
+
+    def dec_bwd() -> None:
+        model.answer_logits(answers, state).square().mean().backward()
+
+    rows.append(("answer decoder", dec_fwd, dec_bwd))
+    out = []
+    for label, fwd, fwd_bwd in tqdm(rows, desc="components", leave=False):
+        out.append((label, _median_seconds(fwd, repeats), _median_seconds(fwd_bwd, repeats)))
+        model.zero_grad(set_to_none=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="tiny", choices=list(PRESETS))
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--questions", type=int, default=4, help="questions per clip")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--answer-len", type=int, default=4)
+    parser.add_argument("--answer-len", type=int, default=2)
+    parser.add_argument("--profile", action="store_true", help="time each component too")
+
+    parser.add_argument("--top-ops", type=int, default=12, help="ops listed by --profile")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
     model = CoTokVQA(CoTokConfig.preset(args.preset)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    inputs = model.example_inputs(args.batch)
-    vocab = model.config.text.vocab_size
-    inputs["answer_ids"] = torch.randint(3, vocab, (args.batch, args.answer_len))
-    times = []
-    for i in tqdm(range(args.steps + 2), desc=f"{args.preset} train steps", leave=False):
-        t0 = time.perf_counter()
+    inputs = step_inputs(model, args.clips, args.questions, args.answer_len)
+
+    def train_step() -> None:
         loss = model(**inputs).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+
+    times = []
+    for i in tqdm(range(args.steps + 2), desc=f"{args.preset} train steps", leave=False):
+        t0 = time.perf_counter()
+        train_step()
         if i >= 2:
             times.append(time.perf_counter() - t0)
     print(
         f"machine: {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
     )
-    print("| preset | batch | steps timed | median s/step | min | max |")
+    print("| preset | clips x questions | steps timed | median s/step | min | max |")
     print("|---|---:|---:|---:|---:|---:|")
     print(
-        f"| {args.preset} | {args.batch} | {len(times)} | {statistics.median(times):.2f} | "
-        f"{min(times):.2f} | {max(times):.2f} |"
+        f"| {args.preset} | {args.clips} x {args.questions} | {len(times)} | "
+        f"{statistics.median(times):.3f} | {min(times):.3f} | {max(times):.3f} |"
     )
+    if args.profile:
+        rows = profile_components(model, inputs)
+        total = sum(r[2] for r in rows)
+        print("\n| component | forward s | forward+backward s | share of fwd+bwd |")
+        print("|---|---:|---:|---:|")
+        for label, f, fb in rows:
+            print(f"| {label} | {f:.3f} | {fb:.3f} | {100 * fb / total:.0f}% |")
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            train_step()
+        print()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top_ops))
     return 0
 
 
