@@ -238,7 +238,9 @@ def graph_io(
             raise ValueError("the explain variant needs TokenLearner maps; this config has none")
         outputs += [
             TensorSpec(
-                f"maps_{s}", "float32", (b, cfg.steps, cfg.tokens_per_stream, _positions(model, s))
+                f"maps_{s}",
+                "float32",
+                (b, cfg.steps, cfg.video_tokens_per_stream, _positions(model, s)),
             )
             for s in model.stream_names
         ]

@@ -7,7 +7,7 @@ this module is imported, from ``TRITON_INTERPRET`` as it is set then.
 
 Algorithm (one program per batch element and slice of N):
   for each block of BLOCK_N positions of the slice:
-      h = x + cond_bias; y = LN(h); u = GELU(y @ W1^T + b1); logits = u @ W2^T + b2
+      y = LN(x) + cond_bias; u = GELU(y @ W1^T + b1); logits = u @ W2^T + b2
       online softmax over N: running max m and sum l per map, rescale the
       partial tokens acc [S, C] by exp(m_old - m_new) and add p^T @ x
   one slice: z = acc / l; several: write (m, l, acc) and let the combine kernel
@@ -79,6 +79,8 @@ def tokenlearner_fwd_kernel(
         cb = tl.load(cb_ptr + pid_b * stride_cbb + offs_c, mask=c_mask, other=0.0).to(tl.float32)
     else:
         cb = tl.zeros([BLOCK_C], dtype=tl.float32)
+    # The question's bias is added after the LayerNorm: fold it into beta once.
+    beta = beta + cb
     b1 = tl.load(b1_ptr + offs_h).to(tl.float32)
     b2 = tl.load(b2_ptr + offs_s, mask=s_mask, other=0.0).to(tl.float32)
     # W2^T is small ([H, S]) so it stays in registers for the whole slice.
@@ -97,7 +99,7 @@ def tokenlearner_fwd_kernel(
             mask=n_mask[:, None] & c_mask[None, :],
             other=0.0,
         )
-        h = xb.to(tl.float32) + cb[None, :]
+        h = xb.to(tl.float32)
         mean = tl.sum(h, axis=1) / C
         # Padded channels must not count in the variance (h - mean != 0 there).
         d = tl.where(c_mask[None, :], h - mean[:, None], 0.0)

@@ -97,7 +97,7 @@ def tokenlearner_triton(
 
     Args:
         x: features ``[B, N, C]`` (fp32, fp16 or bf16; last dim contiguous).
-        cond_bias: ``[B, C]`` added to every position before the LayerNorm, or None.
+        cond_bias: ``[B, C]`` added to every position after the LayerNorm, or None.
         w: ``TokenLearnerWeights`` (``ln_weight [C]``, ``ln_bias [C]``, ``w1 [H, C]``,
             ``b1 [H]``, ``w2 [S, H]``, ``b2 [S]``); H a power of two >= 16.
         num_splits: slices of N per batch element (>1 runs the combine kernel);

@@ -4,13 +4,21 @@ The two learnable linear layers bring each stream's features (``W_v``, one per
 stream since every backbone has its own width) and the question tokens
 (``W_t``) to one width d. Then for k = 1..K::
 
-    z_s = TokenLearner_s(V_s | c_{k-1})          [B, S, d] per stream
+    z_s = TokenLearner_s(V_s | c_{k-1})          [B, G*S, d] per stream
     X_k = Layer_k([z_1; z_2; z_3; Q_{k-1}])       Q_k = question part of X_k
     c_k = mean(X_k)
 
 with ``c_0`` the masked mean of the projected question. Every step tokenizes
 the full stream features again, so each step can look somewhere else given
-what the previous layer made of video and question together.
+what the previous layer made of video and question together. With
+``time_groups`` G > 1 each stream's time axis is cut into G slices, and the
+TokenLearner learns S tokens in each slice (one softmax per slice), so the
+layers see *when* things happen as well as what: a count of blinks or the
+order of two flashes is spread over tokens instead of averaged into one.
+
+Training asks several questions about each clip: ``clip_index [B]`` names each
+question's clip, and the clip-only part of the TokenLearner runs once per clip
+for all questions and steps (:meth:`TokenLearner.pool_questions`).
 
 Each stream's projected features get a learned, factorised space-time
 position embedding ``pos_t[t] + pos_h[h] + pos_w[w]`` before any pooling:
@@ -75,7 +83,7 @@ class CoTokenizer(nn.Module):
                     for s in cfg.streams
                 }
             )
-            num_video = cfg.tokens_per_stream * len(cfg.streams)
+            num_video = cfg.video_tokens_per_stream * len(cfg.streams)
         else:
             self.tokenlearners = None
             num_video = sum(_positions(s.feature_grid) for s in cfg.streams)
@@ -100,6 +108,47 @@ class CoTokenizer(nn.Module):
         q = self.text_proj(question)
         return CoTokState(q, question_mask, masked_mean(q, question_mask))
 
+    def clip_hidden(self, video: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per stream, the TokenLearner's clip-only part ``[C, G, N_s/G, hidden]``.
+
+        ``video``: ``{stream: [C, N_s, d]}``, one row per clip; computed once and
+        shared by every question and step (:meth:`step`'s ``hidden``).
+        """
+        assert self.tokenlearners is not None
+        return {
+            name: self.tokenlearners[name].clip_hidden(self.time_slices(video[name]))
+            for name in self.stream_names
+        }
+
+    def time_slices(self, x: Tensor) -> Tensor:
+        """``[C, N, d]`` with N in (T, H, W) order -> ``[C, G, N/G, d]``: G time slices."""
+        g = self.cfg.time_groups
+        return x.reshape(x.shape[0], g, x.shape[1] // g, x.shape[2])
+
+    def _stream_tokens(
+        self, name: str, x: Tensor, cond: Tensor, hidden: Tensor | None, return_maps: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """One stream's tokens ``[B, G*S, d]`` and maps ``[B, G*S, N]`` (zero outside their slice).
+
+        ``x [C, N, d]``: per question (C = B), or per clip with ``hidden`` from
+        :meth:`clip_hidden`, the B questions then being B/C consecutive ones per clip.
+        """
+        assert self.tokenlearners is not None
+        g, n, batch, dim = self.cfg.time_groups, x.shape[1], cond.shape[0], x.shape[2]
+        xs = self.time_slices(x)  # [C, G, n, d]
+        if hidden is None:
+            cond_g = cond.repeat_interleave(g, dim=0) if g > 1 else cond  # row b*G+j: question b
+            z, a = self.tokenlearners[name](xs.flatten(0, 1), cond_g, return_maps)
+        else:
+            cond_q = cond.reshape(x.shape[0], batch // x.shape[0], -1)  # [C, Q, d]
+            z, a = self.tokenlearners[name].pool_questions(xs, hidden, cond_q, return_maps)
+        z = z.reshape(batch, -1, dim)  # [B, G*S, d], slice-major
+        if a is None:
+            return z, None
+        a = a.reshape(batch, g, -1, n // g)  # [B, G, S, N/G]
+        eye = torch.eye(g, dtype=a.dtype, device=a.device)
+        return z, torch.einsum("bgsn,gh->bgshn", a, eye).reshape(batch, -1, n)
+
     def step(
         self,
         k: int,
@@ -107,12 +156,15 @@ class CoTokenizer(nn.Module):
         state: CoTokState,
         question_len: int,
         return_maps: bool = False,
+        hidden: dict[str, Tensor] | None = None,
     ) -> tuple[CoTokState, dict[str, Tensor] | None]:
         """Co-tokenization step ``k`` (0-based).
 
-        ``video``: ``{stream: [B, N_s, d]}``; ``state.tokens`` ends with the
+        ``video``: ``{stream: [B, N_s, d]}``, or ``[C, N_s, d]`` per clip with
+        ``hidden`` (from :meth:`clip_hidden`), the B questions then being B/C
+        consecutive ones per clip; ``state.tokens`` ends with the
         ``question_len`` question tokens. Returns the new state and, if asked,
-        ``{stream: [B, S, N_s]}`` maps.
+        ``{stream: [B, G*S, N_s]}`` maps.
         """
         q_tokens = state.tokens[:, -question_len:]
         q_mask = state.mask[:, -question_len:]
@@ -120,7 +172,8 @@ class CoTokenizer(nn.Module):
         if self.tokenlearners is not None:
             parts = []
             for name in self.stream_names:
-                z, a = self.tokenlearners[name](video[name], state.cond, return_maps)
+                h = None if hidden is None else hidden[name]
+                z, a = self._stream_tokens(name, video[name], state.cond, h, return_maps)
                 parts.append(z)
                 if maps is not None:
                     maps[name] = a
@@ -142,19 +195,40 @@ class CoTokenizer(nn.Module):
         question: Tensor,
         question_mask: Tensor,
         return_maps: bool = False,
+        clip_index: Tensor | None = None,
     ) -> tuple[CoTokState, list[dict[str, Tensor]] | None]:
         """All K steps: projected video ``{stream: [B, N_s, d]}``, question ``[B, L, D_text]``.
 
-        Returns the final state (``tokens`` is the decoder's memory) and, if
-        asked, one ``{stream: [B, S, N_s]}`` dict of maps per step.
+        With ``clip_index [B]`` the video is ``{stream: [C, N_s, d]}``, one row
+        per clip, and question b asks about clip ``clip_index[b]``. Returns the
+        final state (``tokens`` is the decoder's memory) and, if asked, one
+        ``{stream: [B, G*S, N_s]}`` dict of maps per step.
         """
         state = self.start(question, question_mask)
+        hidden = None
+        if clip_index is not None:
+            clips = next(iter(video.values())).shape[0]
+            if not _consecutive_per_clip(clip_index, clips):
+                video = {n: v.index_select(0, clip_index.long()) for n, v in video.items()}
+            if self.tokenlearners is not None:
+                hidden = self.clip_hidden(video)
+            elif video[self.stream_names[0]].shape[0] != clip_index.shape[0]:
+                video = {n: v.index_select(0, clip_index.long()) for n, v in video.items()}
         all_maps: list[dict[str, Tensor]] | None = [] if return_maps else None
         for k in range(len(self.layers)):
-            state, maps = self.step(k, video, state, question.shape[1], return_maps)
+            state, maps = self.step(k, video, state, question.shape[1], return_maps, hidden)
             if all_maps is not None and maps is not None:
                 all_maps.append(maps)
         return state, all_maps
+
+
+def _consecutive_per_clip(clip_index: Tensor, clips: int) -> bool:
+    """Whether ``clip_index`` is ``[0]*Q + [1]*Q + ... + [clips-1]*Q``, as training batches are."""
+    b = clip_index.shape[0]
+    if b % clips:
+        return False
+    want = torch.arange(clips, device=clip_index.device).repeat_interleave(b // clips)
+    return bool(torch.equal(clip_index.long(), want))
 
 
 class SpaceTimePosition(nn.Module):

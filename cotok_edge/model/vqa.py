@@ -193,13 +193,6 @@ class CoTokVQA(nn.Module):
         feats = {name: self.backbones[name](self.normalize(streams[name])) for name in streams}
         return self.cotokenizer.project_video(feats)
 
-    @staticmethod
-    def select_clips(video: dict[str, Tensor], clip_index: Tensor | None) -> dict[str, Tensor]:
-        """``{stream: [C, N_s, d]}`` -> ``{stream: [B, N_s, d]}``; row b: clip_index[b]."""
-        if clip_index is None:
-            return video
-        return {name: v.index_select(0, clip_index.long()) for name, v in video.items()}
-
     def encode_question(self, question_ids: Tensor, question_mask: Tensor) -> Tensor:
         """``[B, L]`` ids -> ``[B, L, D_text]`` encoded question."""
         return self.text_encoder(self.text_embed(question_ids), question_mask.bool())
@@ -216,10 +209,14 @@ class CoTokVQA(nn.Module):
         question_ids: Tensor,
         question_mask: Tensor,
         return_maps: bool = False,
+        clip_index: Tensor | None = None,
     ) -> tuple[CoTokState, list[dict[str, Tensor]] | None]:
-        """Question-dependent part up to the decoder: encoder + K co-tokenization steps."""
+        """Question-dependent part up to the decoder: encoder + K co-tokenization steps.
+
+        ``video``: ``{stream: [B, N_s, d]}``, or one row per clip with ``clip_index [B]``.
+        """
         q = self.encode_question(question_ids, question_mask)
-        return self.cotokenizer(video, q, question_mask.bool(), return_maps)
+        return self.cotokenizer(video, q, question_mask.bool(), return_maps, clip_index)
 
     # Public API -----------------------------------------------------------------
     def forward(
@@ -237,8 +234,8 @@ class CoTokVQA(nn.Module):
         ``clip_index [B]`` lets several questions share one clip's backbone pass.
         """
         batch = self.validate_inputs(streams, question_ids, question_mask, answer_ids, clip_index)
-        video = self.select_clips(self.encode_video(streams), clip_index)
-        state, maps = self.joint_memory(video, question_ids, question_mask, return_maps)
+        video = self.encode_video(streams)
+        state, maps = self.joint_memory(video, question_ids, question_mask, return_maps, clip_index)
         bos = torch.full((batch, 1), self.config.text.bos_id, device=question_ids.device)
         if answer_ids is None:
             return CoTokOutput(None, self.answer_logits(bos, state), maps)
@@ -272,8 +269,8 @@ class CoTokVQA(nn.Module):
         if not 1 <= limit <= t.max_answer_tokens:
             raise ValueError(f"max_new_tokens: got {limit}, expected 1..{t.max_answer_tokens}")
         batch = self.validate_inputs(streams, question_ids, question_mask, None, clip_index)
-        video = self.select_clips(self.encode_video(streams), clip_index)
-        state, maps = self.joint_memory(video, question_ids, question_mask, return_maps)
+        video = self.encode_video(streams)
+        state, maps = self.joint_memory(video, question_ids, question_mask, return_maps, clip_index)
         ids = torch.full((batch, 1), t.bos_id, dtype=torch.long, device=question_ids.device)
         done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
         for _ in range(limit):

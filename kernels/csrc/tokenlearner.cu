@@ -3,9 +3,9 @@
 // One block of 256 threads per (batch element, slice of N). The block walks
 // its slice in tiles of 32 positions:
 //   1. the x tile [32, C] goes to shared memory (read from HBM exactly once);
-//   2. LayerNorm statistics of x + cond_bias, one warp per row, two passes
+//   2. LayerNorm statistics of x, one warp per row, two passes
 //      over the row (mean, then centred variance) for the reference's accuracy;
-//   3. U = LN(.) @ W1^T [32, 64]: FP16 on tensor cores (WMMA, FP32 accumulate)
+//   3. U = (LN(x) + cond_bias) @ W1^T [32, 64]: FP16 on tensor cores (WMMA, FP32 accumulate)
 //      when C % 16 == 0 and W1 is 32-byte aligned, else FP32 FMAs; the
 //      normalised rows are produced chunk by chunk, never as a full copy;
 //   4. GELU, then logits = U @ W2^T + b2 [32, S] (tiny, CUDA cores);
@@ -146,13 +146,14 @@ struct FwdParams
     float eps;
 };
 
-// Normalised value LN(x + cb)[r, c] of the tile row r held in shared memory.
+// LN(x)[r, c] + cb[c] of the tile row r held in shared memory: the question's
+// bias is added after the LayerNorm.
 template <typename T>
 __device__ __forceinline__ float normalised(T const* xs, float const* mean, float const* rstd, T const* cb,
     T const* lnw, T const* lnb, int C, int r, int c)
 {
-    float h = toFloat(xs[r * C + c]) + (cb ? toFloat(cb[c]) : 0.0f);
-    return (h - mean[r]) * rstd[r] * toFloat(lnw[c]) + toFloat(lnb[c]);
+    float const y = (toFloat(xs[r * C + c]) - mean[r]) * rstd[r] * toFloat(lnw[c]) + toFloat(lnb[c]);
+    return cb ? y + toFloat(cb[c]) : y;
 }
 
 // U[32, 64] = LN(x_tile) @ W1^T with FP32 FMAs: thread (h, row group of 8).
@@ -305,12 +306,12 @@ __global__ void __launch_bounds__(kThreads) tokenlearnerFwd(FwdParams p)
         {
             float sum = 0.0f;
             for (int c = lane; c < C; c += 32)
-                sum += toFloat(xs[r * C + c]) + (cb ? toFloat(cb[c]) : 0.0f);
+                sum += toFloat(xs[r * C + c]);
             float const mu = warpSum(sum) / C;
             float sq = 0.0f;
             for (int c = lane; c < C; c += 32)
             {
-                float const d = toFloat(xs[r * C + c]) + (cb ? toFloat(cb[c]) : 0.0f) - mu;
+                float const d = toFloat(xs[r * C + c]) - mu;
                 sq += d * d;
             }
             float const var = warpSum(sq) / C;

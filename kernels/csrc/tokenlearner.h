@@ -3,7 +3,7 @@
  *
  *   x [B, N, C], cond_bias [B, C] (optional), LayerNorm ln_weight/ln_bias [C],
  *   MLP w1 [H, C], b1 [H], w2 [S, H], b2 [S]   (nn.Linear layout: out x in)
- *   logits = MLP(LN(x + cond_bias))  -> [B, S, N]
+ *   logits = MLP(LN(x) + cond_bias)  -> [B, S, N]
  *   a      = softmax over N (fp32)
  *   z      = a @ x                    -> [B, S, C]
  *
