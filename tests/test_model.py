@@ -29,8 +29,9 @@ def _check_outputs(model: CoTokVQA, batch: int) -> None:
         for step in out.maps:
             for name, (t, h, w) in model.feature_grids.items():
                 a = step[name]
-                assert a.shape == (batch, cfg.tokens_per_stream, t * h * w)
-                torch.testing.assert_close(a.sum(-1), torch.ones(batch, cfg.tokens_per_stream))
+                tokens = cfg.video_tokens_per_stream
+                assert a.shape == (batch, tokens, t * h * w)
+                torch.testing.assert_close(a.sum(-1), torch.ones(batch, tokens))
     ids = model.generate(**inputs)
     assert ids.dtype == torch.long
     assert ids.shape[0] == batch and 1 <= ids.shape[1] <= cfg.text.max_answer_tokens
@@ -132,6 +133,13 @@ def test_config_errors() -> None:
         CoTokConfig.from_dict({**CoTokConfig.preset("tiny").to_dict(), "depth": 3})
     single = CoTokConfig.preset("tiny").with_streams(["s3"])
     assert [s.name for s in single.streams] == ["s3"]
+    data = CoTokConfig.preset("tiny").to_dict()
+    with pytest.raises(ValueError, match="time_groups: 3 does not divide the 32 time steps"):
+        CoTokConfig.from_dict({**data, "time_groups": 3})
+    with pytest.raises(ValueError, match="steps: need at least 1, got 0"):
+        CoTokConfig.from_dict({**data, "steps": 0})
+    with pytest.raises(ValueError, match="tokens_per_stream and time_groups need at least 1"):
+        CoTokConfig.from_dict({**data, "tokens_per_stream": 0})
 
 
 # Bad input ----------------------------------------------------------------------
@@ -195,6 +203,48 @@ def test_questions_sharing_a_clip_match_separate_clips(tiny: CoTokVQA) -> None:
         tiny(question_ids=ids, question_mask=mask, clip_index=index + 1, **streams)
 
 
+def test_consecutive_questions_per_clip_take_the_shared_path(tiny: CoTokVQA) -> None:
+    # Training batches ask Q consecutive questions per clip: the TokenLearner's clip part
+    # then runs once per clip; loss and gradients must equal those of one clip per question.
+    torch.manual_seed(1)
+    model = CoTokVQA(CoTokConfig.preset("tiny")).train()
+    clips = model.example_inputs(2)
+    ids = torch.cat([clips["question_ids"], clips["question_ids"].flip(1)])
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    answers = torch.randint(3, 50, (4, 3))
+    index = torch.tensor([0, 0, 1, 1])
+    streams = {n: clips[n] for n in model.stream_names}
+    losses, grads = [], []
+    for kwargs in ({"clip_index": index, **streams}, {n: v[index] for n, v in streams.items()}):
+        model.zero_grad()
+        loss = model(question_ids=ids, question_mask=mask, answer_ids=answers, **kwargs).loss
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(model.cotokenizer.tokenlearners["s1"].fc1.weight.grad.clone())
+    # BatchNorm in training mode sees 2 clips in one case and 4 in the other: compare in eval.
+    model.eval()
+    with torch.no_grad():
+        shared = model(question_ids=ids, question_mask=mask, answer_ids=answers,
+                       clip_index=index, **streams).loss  # fmt: skip
+        separate = model(question_ids=ids, question_mask=mask, answer_ids=answers,
+                         **{n: v[index] for n, v in streams.items()}).loss  # fmt: skip
+    torch.testing.assert_close(shared, separate)
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+def test_time_sliced_tokens_pool_only_their_slice(tiny: CoTokVQA) -> None:
+    cfg = tiny.config
+    assert cfg.time_groups > 1  # the shipped preset slices time
+    _, maps = tiny.generate(**tiny.example_inputs(1), return_maps=True)
+    for name, (t, h, w) in tiny.feature_grids.items():
+        a = maps[0][name][0].reshape(cfg.time_groups, cfg.tokens_per_stream, t, h * w)
+        per_slice = t // cfg.time_groups
+        for g in range(cfg.time_groups):
+            inside = a[g, :, g * per_slice : (g + 1) * per_slice]
+            torch.testing.assert_close(inside.sum((-1, -2)), torch.ones(cfg.tokens_per_stream))
+            assert a[g].sum() == pytest.approx(inside.sum().item())
+
+
 def test_video_features_carry_their_space_time_position(tiny: CoTokVQA) -> None:
     # A TokenLearner token is a softmax-weighted sum over positions: without a position
     # embedding it could not tell where or when a feature occurred. Moving the same
@@ -216,6 +266,6 @@ def test_video_features_carry_their_space_time_position(tiny: CoTokVQA) -> None:
         expected = pos.pos_t[:, None, None] + pos.pos_h[None, :, None] + pos.pos_w[None, None, :]
         torch.testing.assert_close((proj - plain)[0].reshape(t, h, w, -1), expected)
         cond = torch.randn(1, tiny.config.dim)
-        z, _ = cot.tokenlearners[s.name](proj, cond)
+        z, _ = cot.tokenlearners[s.name](proj, cond)  # one slice: the whole clip
         z_flipped, _ = cot.tokenlearners[s.name](project(s.name, feats.flip(2)), cond)
         assert not torch.allclose(z, z_flipped, rtol=1e-3, atol=0), s.name

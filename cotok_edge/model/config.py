@@ -116,7 +116,16 @@ class CoTokConfig:
             co-tokenization transformer.
         heads, ff_dim: co-tokenization transformer layer sizes.
         steps: K, iterative co-tokenization steps (one transformer layer each).
-        tokens_per_stream: S, tokens a TokenLearner learns per stream per step.
+        tokens_per_stream: S, tokens a TokenLearner learns per time group of a
+            stream per step.
+        time_groups: G, how many consecutive slices the time axis of every
+            stream's feature grid is cut into before tokenizing (1: one
+            softmax over all T*H*W positions). Each slice gets its own S
+            tokens, so a stream gives ``S * G`` tokens per step and time stays
+            in the token set (as scenic's TokenLearner video models learn S
+            tokens per time step); a token pooled over a whole clip could not
+            say how often or in which order something happened. The feature
+            grid's T must be divisible by G.
         tokenlearner_hidden: hidden width of the TokenLearner MLP (64 in V1.1).
         video_tokenizer: ``tokenlearner`` (the method) or ``all`` (baselines:
             every video position is a token, the K layers run over them).
@@ -130,6 +139,7 @@ class CoTokConfig:
     ff_dim: int = 1024
     steps: int = 4
     tokens_per_stream: int = 8
+    time_groups: int = 1
     tokenlearner_hidden: int = 64
     video_tokenizer: str = "tokenlearner"
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
@@ -157,6 +167,24 @@ class CoTokConfig:
             raise ValueError("CoTokConfig: dim and text.dim must be divisible by their heads")
         if self.steps < 1:
             raise ValueError(f"CoTokConfig.steps: need at least 1, got {self.steps}")
+        if self.tokens_per_stream < 1 or self.time_groups < 1:
+            raise ValueError(
+                "CoTokConfig: tokens_per_stream and time_groups need at least 1, got "
+                f"{self.tokens_per_stream} and {self.time_groups}"
+            )
+        if self.video_tokenizer == "tokenlearner":
+            for s in self.streams:
+                t = s.feature_grid[0]
+                if t % self.time_groups:
+                    raise ValueError(
+                        f"CoTokConfig.time_groups: {self.time_groups} does not divide the "
+                        f"{t} time steps of stream {s.name!r}'s feature grid"
+                    )
+
+    @property
+    def video_tokens_per_stream(self) -> int:
+        """Tokens one stream gives per co-tokenization step: S * G."""
+        return self.tokens_per_stream * self.time_groups
 
     # JSON round trip -----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -206,26 +234,37 @@ class CoTokConfig:
         return CoTokConfig.from_dict(data)
 
 
-def _three_streams(width: float, blocks: tuple[int, ...]) -> list[StreamConfig]:
+def _three_streams(
+    width: float, blocks: tuple[int, ...], stem_stride: int = 2
+) -> list[StreamConfig]:
     """The method's three streams with widths scaled by ``width``.
 
     No temporal striding anywhere (the 32-frame stream exists to see events a
-    frame or two long) and only a stride-2 stem on the 224 stream (small
-    objects must survive to the tokens). Each stream ends at stride 16 on
-    H and W except the 64x64 one, which stops at stride 8 so its tokens keep
-    an 8x8 grid.
+    frame or two long). Whatever the stem's stride (2, or 4 where training
+    cost matters: it quarters the work of the widest, first stage), every
+    stream ends at the same grid: stride 16 on H and W, except the 64x64 one,
+    which stops at stride 8 so its tokens keep an 8x8 grid; a 12-pixel object
+    of the 224 stream still spans 3 stem positions at stride 4.
     """
 
     def ch(*cs: int) -> tuple[int, ...]:
         return tuple(max(8, int(round(c * width / 8)) * 8) for c in cs)
 
+    # The stage strides that make up what the stem does not: 8 (s1) or 16 in all.
+    def strides(total: int) -> tuple[int, ...]:
+        left, out = total // stem_stride, []
+        for _ in range(4):
+            out.append(2 if left > 1 and len(out) > 0 else 1)
+            left //= out[-1]
+        return tuple(out)
+
     return [
-        StreamConfig("s1", 32, 64, stem_channels=ch(32)[0], channels=ch(32, 64, 128, 192),
-                     blocks=blocks, spatial_strides=(1, 2, 2, 1)),
-        StreamConfig("s2", 16, 112, stem_channels=ch(32)[0], channels=ch(48, 96, 192, 256),
-                     blocks=blocks, spatial_strides=(1, 2, 2, 2)),
-        StreamConfig("s3", 8, 224, stem_channels=ch(32)[0], channels=ch(40, 80, 160, 320),
-                     blocks=blocks, spatial_strides=(1, 2, 2, 2)),
+        StreamConfig("s1", 32, 64, stem_channels=ch(32)[0], stem_stride=stem_stride,
+                     channels=ch(32, 64, 128, 192), blocks=blocks, spatial_strides=strides(8)),
+        StreamConfig("s2", 16, 112, stem_channels=ch(32)[0], stem_stride=stem_stride,
+                     channels=ch(48, 96, 192, 256), blocks=blocks, spatial_strides=strides(16)),
+        StreamConfig("s3", 8, 224, stem_channels=ch(32)[0], stem_stride=stem_stride,
+                     channels=ch(40, 80, 160, 320), blocks=blocks, spatial_strides=strides(16)),
     ]  # fmt: skip
 
 
@@ -249,10 +288,10 @@ def _edge() -> CoTokConfig:
 
 def _tiny() -> CoTokConfig:
     return CoTokConfig(
-        streams=_three_streams(0.25, (1, 1, 1, 1)),
+        streams=_three_streams(0.25, (1, 1, 1, 1), stem_stride=4),
         text=TextConfig(vocab_size=1024, dim=128, heads=4, ff_dim=512, encoder_layers=2,
                         decoder_layers=2),
-        dim=128, heads=4, ff_dim=512, steps=4, tokens_per_stream=8,
+        dim=128, heads=4, ff_dim=512, steps=4, tokens_per_stream=2, time_groups=8,
     )  # fmt: skip
 
 
