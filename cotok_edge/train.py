@@ -57,6 +57,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--init", type=Path, help="start from this checkpoint (and its tokenizer)")
     p.add_argument("--streams", help="comma-separated subset of the preset's streams")
     p.add_argument("--cotok-steps", type=int, help="override K, the co-tokenization steps")
+    p.add_argument("--time-groups", type=int, help="override G, time slices per stream")
+    p.add_argument(
+        "--tokens-per-stream", type=int, help="override S, tokens per stream and time slice"
+    )
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
     p.add_argument("--clips", type=int, default=8, help="clips per step (all their questions)")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -91,12 +95,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("steps", "clips", "checkpoint_every", "eval_every"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("cotok_steps", "time_groups", "tokens_per_stream"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if not 0.0 < args.fraction <= 1.0:
         p.error("--fraction must be in (0, 1]")
     if not args.data.is_dir():
         p.error(f"--data {args.data}: no such folder")
     if args.init is not None and not (args.init / "config.json").is_file():
         p.error(f"--init {args.init}: not a checkpoint folder (no config.json)")
+    if args.init is not None:
+        given = [f"--{n.replace('_', '-')}" for n in ("streams", *OVERRIDES) if getattr(args, n)]
+        if given:
+            p.error(f"--init {args.init}: the checkpoint fixes the model; drop {', '.join(given)}")
     if args.tokenizer is not None and not args.tokenizer.is_file():
         p.error(f"--tokenizer {args.tokenizer}: no such file")
     if args.max_answer_tokens is not None and args.max_answer_tokens < 2:
@@ -106,6 +118,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.resume and not (args.out / "checkpoint").exists():
         p.error(f"--resume: {args.out}/checkpoint does not exist")
     return args
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on the weight matrices and kernels only.
+
+    Biases, norm scales, embeddings and position tables are left undecayed:
+    decay pulls a row of an embedding that a batch does not use towards zero
+    at every step, and shrinking a norm's scale or a position table only
+    fights what they are there to learn.
+    """
+    decay, keep = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        undecayed = p.dim() < 2 or "embed" in name or "pos" in name.split(".")[-1]
+        (keep if undecayed else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": keep, "weight_decay": 0.0},
+    ]
 
 
 def lr_at(step: int, args: argparse.Namespace) -> float:
@@ -187,14 +219,29 @@ def _use_bf16(flag: str, device: torch.device) -> bool:
 
 
 def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
+    """The preset with the command line's overrides, validated again as a whole."""
     cfg = CoTokConfig.preset(args.preset)
-    cfg.text.vocab_size = vocab_size
     if args.streams:
-        cfg = cfg.with_streams([s.strip() for s in args.streams.split(",")])
-    if args.cotok_steps:
-        cfg.steps = args.cotok_steps
-    _set_answer_length(cfg, args)
-    return cfg
+        try:
+            cfg = cfg.with_streams([s.strip() for s in args.streams.split(",")])
+        except ValueError as e:
+            raise SystemExit(f"--streams {args.streams}: {e}") from e
+    data = cfg.to_dict()
+    data["text"]["vocab_size"] = vocab_size
+    for flag, key in OVERRIDES.items():
+        if getattr(args, flag) is not None:
+            data[key] = getattr(args, flag)
+    if args.max_answer_tokens is not None:
+        data["text"]["max_answer_tokens"] = args.max_answer_tokens
+    try:
+        return CoTokConfig.from_dict(data)
+    except ValueError as e:
+        raise SystemExit(f"--preset {args.preset} with the given overrides: {e}") from e
+
+
+# Command-line flag -> CoTokConfig field it overrides.
+OVERRIDES = {"cotok_steps": "steps", "time_groups": "time_groups",
+             "tokens_per_stream": "tokens_per_stream"}  # fmt: skip
 
 
 def _set_answer_length(cfg: CoTokConfig, args: argparse.Namespace) -> None:
@@ -262,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         answers = [training_answer(a) for a in c.answers]
         a_ids.append(encode_answers(tokenizer, answers, t.max_answer_tokens))
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
     start_step = 0
     if args.resume:
         state = load_training_checkpoint(args.out / "checkpoint", model, opt)

@@ -13,9 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cotok_edge import CoTokConfig, CoTokVQA
 from cotok_edge.data.synthetic import generate
 from cotok_edge.evaluate import main as evaluate_main
-from cotok_edge.train import ClipBatches, lr_at, parse_args, training_answer
+from cotok_edge.train import ClipBatches, lr_at, param_groups, parse_args, training_answer
 from cotok_edge.train import main as train_main
 
 COMMON = ["--format", "msrvtt-qa", "--preset", "tiny", "--clips", "2", "--eval-every", "1000"]
@@ -57,6 +58,48 @@ def test_refuses_to_overwrite_a_run(synth: Path, tmp_path: Path) -> None:
     (run / "checkpoint").mkdir(parents=True)
     with pytest.raises(SystemExit):
         parse_args(["--data", str(synth), "--format", "msrvtt-qa", "--out", str(run)])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--cotok-steps", "-2"], "--cotok-steps must be at least 1, got -2"),
+        (["--cotok-steps", "0"], "--cotok-steps must be at least 1, got 0"),
+        (["--time-groups", "0"], "--time-groups must be at least 1, got 0"),
+        (["--tokens-per-stream", "-1"], "--tokens-per-stream must be at least 1, got -1"),
+    ],
+)
+def test_model_overrides_below_one_are_refused(
+    synth: Path, tmp_path: Path, capsys, flags: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--data", str(synth), "--format", "msrvtt-qa", "--out", str(tmp_path), *flags])
+    assert message in capsys.readouterr().err
+
+
+def test_model_overrides_are_validated_with_the_whole_config(synth: Path, tmp_path: Path) -> None:
+    # 3 does not divide the 32 frames of s1's feature grid: the config says so, by name.
+    with pytest.raises(SystemExit, match="time_groups: 3 does not divide the 32 time steps"):
+        train_main([*COMMON, "--data", str(synth), "--out", str(tmp_path / "r"), "--steps", "1",
+                    "--time-groups", "3"])  # fmt: skip
+    run = tmp_path / "k2"
+    args = [*COMMON, "--data", str(synth), "--out", str(run), "--steps", "1"]
+    assert train_main([*args, "--cotok-steps", "2", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert json.loads((run / "model" / "config.json").read_text())["steps"] == 2
+    with pytest.raises(SystemExit):
+        parse_args([*args, "--init", str(run / "model"), "--cotok-steps", "3", "--force"])
+
+
+def test_weight_decay_spares_embeddings_norms_and_biases() -> None:
+    model = CoTokVQA(CoTokConfig.preset("tiny"))
+    decay, keep = (g["params"] for g in param_groups(model, 0.05))
+    names = {id(p): n for n, p in model.named_parameters()}
+    kept = {names[id(p)] for p in keep}
+    assert {"answer_embed.weight", "text_embed.weight", "cotokenizer.video_pos"} <= kept
+    assert "cotokenizer.stream_pos.s1.pos_t" in kept
+    assert all(p.dim() >= 2 for p in decay)
+    assert "cotokenizer.tokenlearners.s1.fc1.weight" in {names[id(p)] for p in decay}
+    assert len(decay) + len(keep) == len(list(model.parameters()))
 
 
 def test_evaluate_prints_accuracy_per_category(synth: Path, tmp_path: Path, capsys) -> None:
