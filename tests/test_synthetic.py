@@ -214,3 +214,28 @@ def test_big_object_moves_as_stated() -> None:
 def test_rejects_negative_sizes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="split sizes"):
         generate(tmp_path, train=-1, val=0, test=0, progress=False)
+
+
+def test_extra_training_clips_keep_the_evaluation_splits(bench: Path, tmp_path: Path) -> None:
+    more = tmp_path / "more"
+    main(["--out", str(more), "--train", "3", "--val", "1", "--test", "1", "--seed", "7",
+          "--extra-train", "2", "--workers", "1"])  # fmt: skip
+
+    def rows(folder: Path, split: str) -> list[tuple[str, str, str]]:
+        data = json.loads((folder / f"{split}_qa.json").read_text())
+        return [(r["video_id"], r["question"], r["answer"]) for r in data]
+
+    for split in ("val", "test"):  # the same clips, questions and answers as without extras
+        assert rows(more, split) == rows(bench, split)
+    train = rows(more, "train")
+    assert train[: len(rows(bench, "train"))] == rows(bench, "train")
+    assert {v for v, _, _ in train} == {f"video{i}" for i in (0, 1, 2, 5, 6)}
+    # Extras are numbered after the test clips: clip 5 is the clip 5 of a larger benchmark.
+    a = load_streams(more / "videos" / "video5.mp4", streams=ALL_FRAMES)
+    bigger = tmp_path / "bigger"
+    generate(bigger, train=6, val=0, test=0, seed=7, workers=1, progress=False)
+    b = load_streams(bigger / "videos" / "video5.mp4", streams=ALL_FRAMES)
+    np.testing.assert_array_equal(a["all"], b["all"])
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "x"), "--train", "1", "--val", "0", "--test", "0",
+              "--extra-train", "-1"])  # fmt: skip

@@ -618,10 +618,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--train", type=int, required=True, help="training clips")
     ap.add_argument("--val", type=int, required=True, help="validation clips")
     ap.add_argument("--test", type=int, required=True, help="test clips")
+    ap.add_argument(
+        "--extra-train", type=int, default=0,
+        help="more training clips, numbered after the test clips: the validation and test "
+        "splits stay those of --train/--val/--test with this seed",
+    )  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     args = ap.parse_args(argv)
-    info = generate(args.out, args.train, args.val, args.test, args.seed, args.workers)
+    if args.extra_train < 0:
+        ap.error(f"--extra-train must be >= 0, got {args.extra_train}")
+    if args.extra_train:
+        n = args.train + args.val + args.test
+        splits = {
+            "train": [*range(args.train), *range(n, n + args.extra_train)],
+            "val": range(args.train, args.train + args.val),
+            "test": range(args.train + args.val, n),
+        }
+        info = generate_subset(args.out, splits, args.seed, args.workers)
+    else:
+        info = generate(args.out, args.train, args.val, args.test, args.seed, args.workers)
     print(
         f"wrote {info['clips']} clips, {info['questions']} questions to {args.out} "
         f"in {info['seconds']:.1f} s ({info['workers']} workers)"
