@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .bundle import atomic_folder, write_manifest
+from .manifest import EngineInfo, Manifest, PluginInfo
 
 PARITY_BARS = {
     "fp32_answers_identical": 1.0,
@@ -358,22 +359,22 @@ def build(args: argparse.Namespace) -> int:
             engine, engine_status = _maybe_build_engines(tmp, target, args, log)
             _write_answers(tmp / "parity" / "answers.json", test, tokenizer, ref, deployed_pred)
             timings["total"] = time.perf_counter() - t_start
-            manifest: dict[str, Any] = {
-                "target": target.name,
-                "precision": args.precision,
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "model_config": cfg.to_dict(),
-                "checkpoint": "checkpoint/",
-                "tokenizer": "tokenizer.json",
-                "onnx": onnx_spec,
-                "quantization": quant_info,
-                "engine": engine,
-                "engine_status": engine_status,
-                "dla": args.dla,
-                "plugin": args.plugin,
-                "target_info": target.to_dict(),
-                "budget_macs": {**budget.components, "total": budget.total},
-                "parity": {
+            manifest = Manifest(
+                target=target.name,
+                precision=args.precision,
+                created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                model_config=cfg.to_dict(),
+                checkpoint="checkpoint/",
+                tokenizer="tokenizer.json",
+                onnx=onnx_spec,
+                quantization=quant_info,
+                engine=engine,
+                engine_status=engine_status,
+                dla=args.dla,
+                plugin=PluginInfo() if args.plugin else None,
+                target_info=target.to_dict(),
+                budget_macs={**budget.components, "total": budget.total},
+                parity={
                     "slice": {
                         "data": str(data),
                         "format": fmt,
@@ -385,12 +386,12 @@ def build(args: argparse.Namespace) -> int:
                     "rows": rows,
                     "bars": bars,
                 },  # fmt: skip
-                "warnings": warnings,
-                "versions": _versions(),
-                "host": _host(),
-                "build_seconds": timings,
-                "command": " ".join(["python -m cotok_edge.build", *sys.argv[1:]]),
-            }
+                warnings=warnings,
+                versions=_versions(),
+                host=_host(),
+                build_seconds=timings,
+                command=" ".join(["python -m cotok_edge.build", *sys.argv[1:]]),
+            )
             if target.tensorrt:
                 (tmp / "finish_on_device.sh").write_text(device_script(manifest))
                 (tmp / "finish_on_device.sh").chmod(0o755)
@@ -439,12 +440,9 @@ def _copy_plugin_sources(dest: Path) -> None:
     shutil.copyfile(src / "CMakeLists.txt", dest / "CMakeLists.txt")
 
 
-PLUGIN_LIBRARY = "plugins/libcotok_tokenlearner_plugin.so"
-
-
 def _maybe_build_engines(
     bundle: Path, target: Any, args: argparse.Namespace, log: Log
-) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+) -> tuple[EngineInfo | None, dict[str, Any]]:
     """Engines for both graphs when TensorRT and a GPU of the target are here.
 
     Returns the manifest's ``engine`` entry (None when none was built) and a status
@@ -464,7 +462,7 @@ def _maybe_build_engines(
 
 def _build_engines(
     bundle: Path, target: str, precision: str, dla: bool, plugin: Path | None, log: Log
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[EngineInfo, dict[str, Any]]:
     from .export import tensorrt as trt_build
 
     files, meta = {}, {}
@@ -479,13 +477,14 @@ def _build_engines(
         )  # fmt: skip
         files[graph] = f"{graph}.engine"
     gpu = trt_build.gpu_info() or {}
-    entry = {
-        "files": files,
-        "tensorrt": meta["video_encoder"].get("tensorrt"),
-        "compute_capability": [int(x) for x in str(gpu.get("compute_capability")).split(".")],
-        "gpu": gpu.get("name"),
-        "plugin_library": None if plugin is None else plugin.relative_to(bundle).as_posix(),
-    }
+    cc = str(gpu.get("compute_capability", "")).split(".")
+    entry = EngineInfo(
+        files=files,
+        tensorrt=str(meta["video_encoder"].get("tensorrt")),
+        compute_capability=(int(cc[0]), int(cc[1])) if len(cc) == 2 else None,
+        gpu=gpu.get("name"),
+        plugin_library=None if plugin is None else plugin.relative_to(bundle).as_posix(),
+    )
     return entry, {"built": True}
 
 
@@ -516,7 +515,7 @@ def finish(bundle: Path, quiet: bool = False) -> int:
 
     log = Log()
     manifest = read_manifest(bundle)
-    target = manifest["target"]
+    target = manifest.target
     try:
         trt_build.import_tensorrt()
         trt_build.check_gpu(target, trt_build.gpu_info())
@@ -524,18 +523,14 @@ def finish(bundle: Path, quiet: bool = False) -> int:
         print(f"error: --finish {bundle}: cannot build engines here: {e}", file=sys.stderr)
         return 2
     plugin = None
-    if manifest.get("plugin"):
-        lib = bundle / PLUGIN_LIBRARY
+    if manifest.plugin is not None:
+        lib = bundle / manifest.plugin.library
         if lib.is_file():
             plugin = lib
         else:
-            log(f"no {PLUGIN_LIBRARY} (finish_on_device.sh builds it): plain graphs")
-    engine, status = _build_engines(
-        bundle, target, manifest["precision"], bool(manifest.get("dla")), plugin, log
-    )
-    manifest.update(engine=engine, engine_status=status)
-    manifest.pop("files", None)
-    manifest.pop("format", None)
+            log(f"no {manifest.plugin.library} (finish_on_device.sh builds it): plain graphs")
+    engine, status = _build_engines(bundle, target, manifest.precision, manifest.dla, plugin, log)
+    manifest.engine, manifest.engine_status = engine, status
     write_manifest(bundle, manifest)
     return verify(bundle, "tensorrt", quiet)
 
@@ -559,14 +554,14 @@ def verify(bundle: Path, backend: str = "auto", quiet: bool = False) -> int:
         print(f"error: --verify: {e}", file=sys.stderr)
         return 2
     answers_file = bundle / "parity" / "answers.json"
-    if not (manifest.get("parity") or {}).get("slice") or not answers_file.is_file():
+    if not (manifest.parity or {}).get("slice") or not answers_file.is_file():
         print(
             f"error: --verify {bundle}: no parity slice and build-time answers "
             "(parity/answers.json); only bundles written by python -m cotok_edge.build have them",
             file=sys.stderr,
         )
         return 2
-    qa = manifest["parity"]["slice"]
+    qa = manifest.parity["slice"]
     data = Path(qa["data"])
     if not data.is_dir() and qa.get("synthetic"):
         syn = qa["synthetic"]

@@ -69,20 +69,36 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from cotok_edge.contract import (
+    ANSWER_IDS,
+    ANSWER_LOGITS,
+    ANSWER_SCORES,
+    PLUGIN_NAME,
+    PLUGIN_NAMESPACE,
+    PLUGIN_ONNX_DOMAIN,
+    PLUGIN_VERSION,
+    QUESTION_DECODER,
+    QUESTION_DECODER_EXPLAIN,
+    QUESTION_DECODER_PLUGIN,
+    QUESTION_IDS,
+    QUESTION_MASK,
+    VIDEO_ENCODER,
+    feature_name,
+    maps_name,
+    onnx_file,
+)
 from cotok_edge.model.vqa import CoTokVQA, greedy_unrolled
 
-from .checks import PLUGIN_DOMAIN, PLUGIN_OP, check_model
+from .checks import check_model
 from .targets import Target, get_target
 
 SPEC_FORMAT = "cotok-onnx/1"
-VIDEO_ENCODER = "video_encoder"
-QUESTION_DECODER = "question_decoder"
 VARIANTS = ("plain", "plugin", "explain")
 FILES = {
-    (VIDEO_ENCODER, "plain"): "video_encoder.onnx",
-    (QUESTION_DECODER, "plain"): "question_decoder.onnx",
-    (QUESTION_DECODER, "plugin"): "question_decoder_plugin.onnx",
-    (QUESTION_DECODER, "explain"): "question_decoder_explain.onnx",
+    (VIDEO_ENCODER, "plain"): onnx_file(VIDEO_ENCODER),
+    (QUESTION_DECODER, "plain"): onnx_file(QUESTION_DECODER),
+    (QUESTION_DECODER, "plugin"): onnx_file(QUESTION_DECODER_PLUGIN),
+    (QUESTION_DECODER, "explain"): onnx_file(QUESTION_DECODER_EXPLAIN),
 }
 BATCH_DIM = "B"
 # Traced at batch 2 so no size-1 broadcast is baked into a dynamic-batch graph.
@@ -133,10 +149,8 @@ class GraphSpec:
             "export_warnings": self.export_warnings,
         }
         if self.plugin_nodes:
-            from cotok_edge.kernels.onnx_plugin import PLUGIN_NAMESPACE, PLUGIN_VERSION
-
             d["plugin"] = {
-                "op": f"{PLUGIN_DOMAIN}::{PLUGIN_OP}",
+                "op": f"{PLUGIN_ONNX_DOMAIN}::{PLUGIN_NAME}",
                 "version": PLUGIN_VERSION,
                 "namespace": PLUGIN_NAMESPACE,
                 "nodes": self.plugin_nodes,
@@ -211,7 +225,7 @@ def graph_io(
     if graph == VIDEO_ENCODER:
         inputs = [TensorSpec(s, "uint8", (b, *model.stream_shape(s))) for s in model.stream_names]
         outputs = [
-            TensorSpec(f"v_{s}", "float32", (b, _positions(model, s), d))
+            TensorSpec(feature_name(s), "float32", (b, _positions(model, s), d))
             for s in model.stream_names
         ]
         return inputs, outputs
@@ -221,24 +235,25 @@ def graph_io(
         )
     length, answer = cfg.text.max_question_tokens, cfg.text.max_answer_tokens
     inputs = [
-        TensorSpec(f"v_{s}", "float32", (b, _positions(model, s), d)) for s in model.stream_names
+        TensorSpec(feature_name(s), "float32", (b, _positions(model, s), d))
+        for s in model.stream_names
     ]
     inputs += [
-        TensorSpec("question_ids", "int64", (b, length)),
-        TensorSpec("question_mask", "bool", (b, length)),
+        TensorSpec(QUESTION_IDS, "int64", (b, length)),
+        TensorSpec(QUESTION_MASK, "bool", (b, length)),
     ]
     outputs = [
-        TensorSpec("answer_ids", "int64", (b, answer)),
-        TensorSpec("answer_scores", "float32", (b,)),
+        TensorSpec(ANSWER_IDS, "int64", (b, answer)),
+        TensorSpec(ANSWER_SCORES, "float32", (b,)),
     ]
     if logits:
-        outputs.append(TensorSpec("answer_logits", "float32", (b, answer, cfg.text.vocab_size)))
+        outputs.append(TensorSpec(ANSWER_LOGITS, "float32", (b, answer, cfg.text.vocab_size)))
     if maps:
         if cfg.video_tokenizer != "tokenlearner":
             raise ValueError("the explain variant needs TokenLearner maps; this config has none")
         outputs += [
             TensorSpec(
-                f"maps_{s}", "float32", (b, cfg.steps, cfg.tokens_per_stream, _positions(model, s))
+                maps_name(s), "float32", (b, cfg.steps, cfg.tokens_per_stream, _positions(model, s))
             )
             for s in model.stream_names
         ]
@@ -441,8 +456,8 @@ def _export_graph(
     report = check_model(proto, target, allow_plugins=plugin, graph_name=path.name)
     if report.plugin_nodes != expected_plugin_nodes:
         raise RuntimeError(
-            f"{path.name}: expected {expected_plugin_nodes} {PLUGIN_DOMAIN}::{PLUGIN_OP} nodes "
-            f"(one per stream per step), found {report.plugin_nodes}"
+            f"{path.name}: expected {expected_plugin_nodes} {PLUGIN_ONNX_DOMAIN}::{PLUGIN_NAME} "
+            f"nodes (one per stream per step), found {report.plugin_nodes}"
         )
     data = proto.SerializeToString()
     atomic_write_bytes(path, data)

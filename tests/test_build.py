@@ -105,23 +105,23 @@ def test_int8_build_writes_a_verified_bundle(int8_bundle):
     assert code in (0, 1)  # 1: a random model may miss the INT8 agreement bar; reported
     manifest = read_manifest(out)
     verify_files(out, manifest)
-    assert manifest["precision"] == "int8" and manifest["target"] == "cpu"
+    assert manifest.precision == "int8" and manifest.target == "cpu"
     for name in ("video_encoder.onnx", "question_decoder.onnx", "question_decoder_explain.onnx",
                  "tokenizer.json", "checkpoint/model.safetensors", "report.md"):  # fmt: skip
-        assert name in manifest["files"], name
+        assert name in manifest.files, name
     # The deployed graphs carry Q/DQ; the explanation graph stays FP32.
     assert graph_precision(out / "video_encoder.onnx") == "int8"
     assert graph_precision(out / "question_decoder.onnx") == "int8"
     assert graph_precision(out / "question_decoder_explain.onnx") == "fp32"
-    rows = manifest["parity"]["rows"]
+    rows = manifest.parity["rows"]
     assert set(rows) == {
         "torch fp32", "onnxruntime fp32", "onnxruntime int8 (PTQ)", "onnxruntime int8 (QAT)",
     }  # fmt: skip
     assert rows["onnxruntime fp32"]["agreement"] == 1.0
     assert rows["onnxruntime fp32"]["max_logit_error"] <= 1e-4
-    assert manifest["parity"]["slice"]["questions"] == 16
-    assert manifest["quantization"]["quantizers"]["weight"] > 0
-    bars = manifest["parity"]["bars"]
+    assert manifest.parity["slice"]["questions"] == 16
+    assert manifest.quantization["quantizers"]["weight"] > 0
+    bars = manifest.parity["bars"]
     assert code == (0 if all(b["passed"] for b in bars.values()) else 1)
     report = (out / "report.md").read_text()
     assert "onnxruntime int8 (QAT)" in report and "GMACs" in report
@@ -169,17 +169,17 @@ def test_jetson_fp32_build_prepares_the_device_step(checkpoint, cache, tmp_path)
     )
     assert code == 0
     manifest = read_manifest(out)
-    assert manifest["engine"] is None
-    assert "tensorrt" in manifest["engine_status"]["reason"]
-    assert "question_decoder_plugin.onnx" in manifest["files"]
-    assert "plugins/CMakeLists.txt" in manifest["files"]
+    assert manifest.engine is None
+    assert "tensorrt" in manifest.engine_status["reason"]
+    assert "question_decoder_plugin.onnx" in manifest.files
+    assert "plugins/CMakeLists.txt" in manifest.files
     script = (out / "finish_on_device.sh").read_text()
     assert 'cmake --build "$build"' in script
     assert "python -m cotok_edge.build --finish ." in script
     assert "--onnx=question_decoder_plugin.onnx" in script
     assert "--dynamicPlugins=plugins/libcotok_tokenlearner_plugin.so" in script
     assert "--noTF32" in script and "--int8" not in script
-    assert manifest["quantization"] is None
+    assert manifest.quantization is None
     report = (out / "report.md").read_text()
     assert "No engine built on this host: the tensorrt Python package is not installed" in report
 

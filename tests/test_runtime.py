@@ -18,7 +18,8 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip ins
 
 from test_runtime_fixtures import shared_bundle, shared_clips  # noqa: E402
 
-from cotok_edge.bundle import BUNDLE_FORMAT, write_manifest  # noqa: E402
+from cotok_edge.bundle import BUNDLE_FORMAT, Manifest, write_manifest  # noqa: E402
+from cotok_edge.manifest import EngineInfo  # noqa: E402
 from cotok_edge.runtime import (  # noqa: E402
     Answer,
     BackendUnavailableError,
@@ -204,7 +205,7 @@ def test_feature_grids_match_the_model(bundle):
     from cotok_edge.model.config import CoTokConfig
 
     qa = load(bundle, backend="onnxruntime")
-    cfg = CoTokConfig.from_dict(qa.manifest["model_config"])
+    cfg = CoTokConfig.from_dict(qa.manifest.model_config)
     assert qa.grids == {s.name: s.feature_grid for s in cfg.streams}
 
 
@@ -274,6 +275,28 @@ def test_unknown_format_version(bundle, tmp_path):
         load(root)
 
 
+def test_a_format_1_bundle_still_loads_and_answers(bundle, tmp_path, ort_qa, clips):
+    root = _copy(bundle, tmp_path)
+    m = json.loads((root / "manifest.json").read_text())
+    m.update(format="cotok-bundle/1", plugin=False)
+    (root / "manifest.json").write_text(json.dumps(m))
+    qa = load(root, backend="onnxruntime")
+    assert qa.manifest.format == BUNDLE_FORMAT and qa.manifest.plugin is None
+    clip = clips[0]
+    assert qa.answer(clip.frames, clip.questions[0]).text == (
+        ort_qa.answer(clip.frames, clip.questions[0]).text
+    )
+
+
+def test_a_manifest_field_of_the_wrong_kind_is_named(bundle, tmp_path):
+    root = _copy(bundle, tmp_path)
+    m = json.loads((root / "manifest.json").read_text())
+    m["onnx"]["question_tokens"] = "sixteen"
+    (root / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="onnx: field 'question_tokens' must be an integer"):
+        load(root)
+
+
 @pytest.mark.parametrize(
     "victim, backend",
     [("question_decoder.onnx", "onnxruntime"), ("tokenizer.json", "onnxruntime"),
@@ -309,10 +332,9 @@ def _with_engine(bundle: Path, tmp_path: Path, plugin: str | None) -> Path:
     root = _copy(bundle, tmp_path)
     (root / "model.engine").write_bytes(b"not an engine")
     m = json.loads((root / "manifest.json").read_text())
-    m.pop("files")
     m["engine"] = {"file": "model.engine", "tensorrt": "10.3.0", "compute_capability": [8, 7],
                    "plugin_library": plugin}  # fmt: skip
-    write_manifest(root, {k: v for k, v in m.items() if k != "format"})
+    write_manifest(root, Manifest.from_json(m))
     return root
 
 
@@ -333,9 +355,10 @@ def test_auto_skips_tensorrt_it_cannot_run_and_says_why(bundle, tmp_path, capsys
 
 
 def test_engine_for_another_gpu_or_tensorrt_version():
-    engine = {"file": "model.engine", "tensorrt": "10.3.0.30", "compute_capability": [8, 7]}
-    manifest = {"target": "jetson-orin", "precision": "int8", "checkpoint": "checkpoint/"}
-    kw = {"bundle": "/b", "manifest": manifest}
+    engine = EngineInfo.from_json(
+        {"file": "model.engine", "tensorrt": "10.3.0.30", "compute_capability": [8, 7]}
+    )
+    kw = {"bundle": "/b"}
     check_engine_compat(engine, "10.3.0.26", (8, 7), **kw)  # same major.minor.patch: fine
     with pytest.raises(EngineMismatchError) as e:
         check_engine_compat(engine, "10.3.0", (9, 0), **kw)

@@ -26,8 +26,9 @@ from typing import Any, Union
 
 import numpy as np
 
-from cotok_edge.bundle import BundleError, read_manifest, verify_files
-from cotok_edge.data.text import EOS_ID, PAD_ID, decode_answer, load_tokenizer
+from cotok_edge.bundle import BundleError, Manifest, read_manifest, verify_files
+from cotok_edge.contract import QUESTION_DECODER, QUESTION_DECODER_EXPLAIN, VIDEO_ENCODER
+from cotok_edge.data.text import decode_answer, load_tokenizer
 from cotok_edge.data.video import Streams, VideoDecodeError, load_streams, sample_frames
 
 from . import explain as _explain
@@ -86,7 +87,7 @@ class VideoQA:
     Attributes:
         backend: ``"tensorrt"``, ``"onnxruntime"`` or ``"torch"``.
         backend_note: which backend ``load`` chose and why (what ``auto`` skipped).
-        bundle: the bundle folder; manifest: its manifest.
+        bundle: the bundle folder; manifest: its :class:`~cotok_edge.manifest.Manifest`.
         question_tokens: L, the question length the graphs take (longer questions are
             truncated with a warning).
         max_batch: questions (and clips) per inference call.
@@ -103,7 +104,7 @@ class VideoQA:
     def __init__(
         self,
         bundle: Path,
-        manifest: dict[str, Any],
+        manifest: Manifest,
         inference: Backend,
         tokenizer: Any,
         note: str = "",
@@ -114,24 +115,14 @@ class VideoQA:
         self.backend: str = inference.name
         self.backend_note = note
         self.tokenizer = tokenizer
-        cfg = manifest["model_config"]
-        spec = manifest["onnx"]
-        self.stream_specs: list[tuple[str, int, int]] = [
-            (s["name"], int(s["frames"]), int(s["size"])) for s in cfg["streams"]
-        ]
-        self.stream_names = [s[0] for s in self.stream_specs]
-        self.grids = {s["name"]: _explain.feature_grid(s) for s in cfg["streams"]}
-        text = cfg.get("text", {})
-        self.question_tokens = int(spec.get("question_tokens", text.get("max_question_tokens", 32)))
-        self.pad_id = int(spec.get("tokens", {}).get("pad_id", text.get("pad_id", PAD_ID)))
-        self.eos_id = int(spec.get("tokens", {}).get("eos_id", text.get("eos_id", EOS_ID)))
-        batch = spec.get("batch") or {"mode": "dynamic"}
-        self.fixed_batch: int | None = None
-        if batch.get("mode") == "fixed":
-            self.fixed_batch = int(batch["size"])
-            self.max_batch = self.fixed_batch
-        else:
-            self.max_batch = int((batch.get("profile") or {}).get("max", 8))
+        self.stream_specs: list[tuple[str, int, int]] = manifest.stream_specs
+        self.stream_names = manifest.stream_names
+        self.grids = {s["name"]: _explain.feature_grid(s) for s in manifest.model_config["streams"]}
+        self.question_tokens = manifest.question_tokens
+        self.pad_id = manifest.pad_id
+        self.eos_id = manifest.eos_id
+        self.fixed_batch: int | None = manifest.fixed_batch
+        self.max_batch = manifest.max_batch
 
     def __repr__(self) -> str:
         return f"VideoQA(bundle={str(self.bundle)!r}, backend={self.backend!r})"
@@ -403,17 +394,8 @@ class VideoQA:
 
 
 # Loading ----------------------------------------------------------------------------
-def _graph_file(manifest: Mapping[str, Any], key: str, root: Path) -> str | None:
-    g = (manifest["onnx"].get("graphs") or {}).get(key)
-    if g is None:
-        return None
-    if not isinstance(g, Mapping) or "file" not in g:
-        raise BundleError(f"bundle {root}: manifest onnx.graphs.{key} has no 'file'")
-    return str(g["file"])
-
-
-def _need_graph(manifest: Mapping[str, Any], key: str, root: Path) -> str:
-    f = _graph_file(manifest, key, root)
+def _need_graph(manifest: Manifest, key: str, root: Path) -> str:
+    f = manifest.graph_file(key)
     if f is None:
         raise BundleError(f"bundle {root}: manifest lists no {key} graph (onnx.graphs.{key})")
     return f
@@ -429,7 +411,7 @@ def _importable(name: str) -> bool:
 def _make_backend(
     name: str,
     root: Path,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     streams: list[str],
     *,
     providers: Sequence[str] | None,
@@ -439,16 +421,16 @@ def _make_backend(
 ) -> Backend:
     """Verify the files ``name`` uses (sha256) and build it."""
     if name == "onnxruntime":
-        enc = _need_graph(manifest, "video_encoder", root)
-        dec = _need_graph(manifest, "question_decoder", root)
-        exp = _graph_file(manifest, "question_decoder_explain", root)
+        enc = _need_graph(manifest, VIDEO_ENCODER, root)
+        dec = _need_graph(manifest, QUESTION_DECODER, root)
+        exp = manifest.graph_file(QUESTION_DECODER_EXPLAIN)
         verify_files(root, manifest, [enc, dec] + ([exp] if exp else []))
         return OnnxRuntimeBackend(
             streams, root / enc, root / dec, None if exp is None else root / exp,
             providers=providers, threads=threads, spin=spin,
         )  # fmt: skip
     if name == "torch":
-        ckpt = manifest.get("checkpoint")
+        ckpt = manifest.checkpoint
         if not ckpt:
             raise BackendUnavailableError(
                 f"backend 'torch': bundle {root} has no checkpoint (manifest 'checkpoint')"
@@ -457,16 +439,15 @@ def _make_backend(
         verify_files(root, manifest, [ckpt])
         return TorchBackend(streams, root / ckpt, device=device)
     if name == "tensorrt":
-        from .tensorrt import TensorRTBackend, engine_files
+        from .tensorrt import TensorRTBackend
 
-        engine = manifest.get("engine") or {}
-        enc = _need_graph(manifest, "video_encoder", root)
-        dec = _need_graph(manifest, "question_decoder", root)
-        if engine_files(engine):
-            verify_files(root, manifest, engine_files(engine) + [enc, dec])
+        enc = _need_graph(manifest, VIDEO_ENCODER, root)
+        dec = _need_graph(manifest, QUESTION_DECODER, root)
+        if manifest.engine is not None:
+            verify_files(root, manifest, [*manifest.engine.files.values(), enc, dec])
         return TensorRTBackend(
             streams, root, manifest,
-            onnx_files={"video_encoder": root / enc, "question_decoder": root / dec},
+            onnx_files={VIDEO_ENCODER: root / enc, QUESTION_DECODER: root / dec},
         )  # fmt: skip
     raise ValueError(f"backend: unknown {name!r}; choose auto or one of {', '.join(BACKENDS)}")
 
@@ -512,11 +493,8 @@ def load(
     manifest = read_manifest(root)
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"backend: unknown {backend!r}; choose auto or one of {BACKENDS}")
-    cfg = manifest["model_config"]
-    if not isinstance(cfg, Mapping) or not cfg.get("streams"):
-        raise BundleError(f"bundle {root}: manifest model_config has no streams")
-    streams = [str(s["name"]) for s in cfg["streams"]]
-    tok_rel = str(manifest.get("tokenizer") or "tokenizer.json")
+    streams = manifest.stream_names
+    tok_rel = manifest.tokenizer
     verify_files(root, manifest, [tok_rel])
     try:
         tokenizer = load_tokenizer(root / tok_rel)
@@ -533,7 +511,7 @@ def load(
     else:
         for name in BACKENDS:
             if name == "tensorrt":
-                if not manifest.get("engine"):
+                if manifest.engine is None:
                     skipped.append("tensorrt: no engine in the bundle")
                     continue
                 if not _importable("tensorrt"):

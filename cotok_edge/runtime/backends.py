@@ -24,6 +24,16 @@ from typing import Any
 
 import numpy as np
 
+from cotok_edge.contract import (
+    ANSWER_IDS,
+    ANSWER_SCORES,
+    QUESTION_IDS,
+    QUESTION_MASK,
+    feature_name,
+    is_feature_name,
+    maps_name,
+)
+
 from .errors import BackendUnavailableError, ExplainUnavailableError
 
 __all__ = ["Backend", "DecodeResult", "OnnxRuntimeBackend", "TorchBackend", "ort_providers"]
@@ -182,13 +192,13 @@ class OnnxRuntimeBackend(Backend):
         feeds: dict[str, np.ndarray] = {
             k: np.ascontiguousarray(features[k], dtype=np.float32)
             for k in self._dec_in
-            if k.startswith("v_")
+            if is_feature_name(k)
         }
-        feeds["question_ids"] = np.ascontiguousarray(ids, dtype=np.int64)
-        feeds["question_mask"] = np.ascontiguousarray(mask, dtype=bool)
-        names = ["answer_ids", "answer_scores"]
+        feeds[QUESTION_IDS] = np.ascontiguousarray(ids, dtype=np.int64)
+        feeds[QUESTION_MASK] = np.ascontiguousarray(mask, dtype=bool)
+        names = [ANSWER_IDS, ANSWER_SCORES]
         if maps:
-            names += [f"maps_{s}" for s in self.stream_names]
+            names += [maps_name(s) for s in self.stream_names]
         outs = session.run(names, feeds)
         found = {s: outs[2 + i] for i, s in enumerate(self.stream_names)} if maps else None
         return DecodeResult(outs[0].astype(np.int64), outs[1].astype(np.float32), found)
@@ -238,7 +248,7 @@ class TorchBackend(Backend):
         with self._lock, torch.inference_mode():
             x = {s: torch.from_numpy(np.asarray(streams[s])).to(self.device) for s in streams}
             video = self.model.encode_video(x)
-            return {f"v_{s}": video[s].float().cpu().numpy() for s in self.stream_names}
+            return {feature_name(s): video[s].float().cpu().numpy() for s in self.stream_names}
 
     def decode(
         self,
@@ -251,7 +261,9 @@ class TorchBackend(Backend):
         model = self.model
         dev = self.device
         with self._lock, torch.inference_mode():
-            video = {s: torch.from_numpy(features[f"v_{s}"]).to(dev) for s in self.stream_names}
+            video = {
+                s: torch.from_numpy(features[feature_name(s)]).to(dev) for s in self.stream_names
+            }
             q_ids = torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(dev)
             q_mask = torch.from_numpy(np.asarray(mask, dtype=bool)).to(dev)
             state, step_maps = model.joint_memory(video, q_ids, q_mask, maps)

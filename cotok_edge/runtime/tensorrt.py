@@ -15,9 +15,8 @@ Thin on purpose, and imported lazily: ``tensorrt`` and a CUDA binding (``pycuda`
    thread, grown as needed; ``set_input_shape``/``set_tensor_address`` and
    ``execute_async_v3``.
 
-The manifest's ``engine`` entry is ``{"file": ..., "tensorrt": version,
-"compute_capability": [major, minor], "plugin_library": path or null}``; ``"files":
-{graph: file}`` (one engine per graph) is read too. Each engine's role comes from its
+The manifest's ``engine`` entry is :class:`cotok_edge.manifest.EngineInfo` (the engine
+files, TensorRT version, compute capability, plugin library). Each engine's role comes from its
 I/O tensor names: stream inputs (``s1``...) make a video encoder, ``question_ids`` a
 question decoder, both a fused engine. A half with no engine (e.g. a decoder-only
 engine) runs its ONNX graph with ONNX Runtime instead, and ``describe()`` says so.
@@ -34,6 +33,17 @@ from typing import Any
 
 import numpy as np
 
+from cotok_edge.contract import (
+    ANSWER_IDS,
+    ANSWER_SCORES,
+    QUESTION_DECODER,
+    QUESTION_IDS,
+    QUESTION_MASK,
+    VIDEO_ENCODER,
+    is_feature_name,
+)
+from cotok_edge.manifest import EngineInfo, Manifest
+
 from .backends import Backend, DecodeResult, OnnxRuntimeBackend
 from .errors import (
     BackendUnavailableError,
@@ -45,7 +55,6 @@ from .errors import (
 __all__ = [
     "TensorRTBackend",
     "check_engine_compat",
-    "engine_files",
     "plugin_library_path",
     "rebuild_command",
 ]
@@ -60,7 +69,7 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in m.groups(default="0"))
 
 
-def rebuild_command(bundle: str | Path, manifest: Mapping[str, Any]) -> str:
+def rebuild_command(bundle: str | Path) -> str:
     """The command that rebuilds the bundle's engines (and plugin) on this device."""
     if (Path(bundle) / "finish_on_device.sh").is_file():
         return f"bash {Path(bundle) / 'finish_on_device.sh'}"
@@ -68,12 +77,11 @@ def rebuild_command(bundle: str | Path, manifest: Mapping[str, Any]) -> str:
 
 
 def check_engine_compat(
-    engine: Mapping[str, Any],
+    engine: EngineInfo,
     tensorrt_version: str,
     compute_capability: tuple[int, int] | None,
     *,
     bundle: str | Path,
-    manifest: Mapping[str, Any],
 ) -> None:
     """Raise :class:`EngineMismatchError` unless the engine was built with this TensorRT
     (major.minor.patch) for this GPU's compute capability.
@@ -81,8 +89,8 @@ def check_engine_compat(
     ``engine`` is the manifest's ``engine`` entry; ``compute_capability`` is this device's
     (None: no CUDA GPU found).
     """
-    built_v = str(engine.get("tensorrt", "?"))
-    built_cc = engine.get("compute_capability")
+    built_v = engine.tensorrt
+    built_cc = engine.compute_capability
     problems = []
     try:
         if _version_tuple(built_v) != _version_tuple(tensorrt_version):
@@ -97,24 +105,15 @@ def check_engine_compat(
         problems.append(f"compute capability {want} (this GPU is {have})")
     if problems:
         raise EngineMismatchError(
-            f"bundle {bundle}: {engine.get('file', 'the engine')} was built for "
+            f"bundle {bundle}: {engine.describe()} was built for "
             f"{' and '.join(problems)}; engines are not portable: rebuild on this device: "
-            f"{rebuild_command(bundle, manifest)}"
+            f"{rebuild_command(bundle)}"
         )
 
 
-def engine_files(engine: Mapping[str, Any]) -> list[str]:
-    """Relative paths of the engine file(s) a manifest ``engine`` entry names."""
-    if isinstance(engine.get("files"), Mapping):
-        return [str(f) for f in engine["files"].values()]
-    if engine.get("file"):
-        return [str(engine["file"])]
-    return []
-
-
-def plugin_library_path(bundle: str | Path, engine: Mapping[str, Any]) -> Path | None:
+def plugin_library_path(bundle: str | Path, engine: EngineInfo) -> Path | None:
     """The plugin library an engine needs, checked to exist; None if it needs none."""
-    rel = engine.get("plugin_library")
+    rel = engine.plugin_library
     if not rel:
         return None
     path = Path(bundle) / rel
@@ -314,25 +313,25 @@ class TensorRTBackend(Backend):
         self,
         stream_names: Sequence[str],
         bundle: str | Path,
-        manifest: Mapping[str, Any],
+        manifest: Manifest,
         *,
         onnx_files: Mapping[str, Path] | None = None,
     ):
         super().__init__(stream_names)
-        engine = manifest.get("engine") or {}
-        files = engine_files(engine)
-        if not files:
+        engine = manifest.engine
+        if engine is None:
             raise BackendUnavailableError(
                 f"backend 'tensorrt': bundle {bundle} has no TensorRT engine (it was built on a "
                 f"host without the target GPU); finish it on the device: "
-                f"{rebuild_command(bundle, manifest)}"
+                f"{rebuild_command(bundle)}"
             )
+        files = list(engine.files.values())
         plugin = plugin_library_path(bundle, engine)
         trt = _import_tensorrt()
         self._cuda = _Cuda()
         check_engine_compat(
             engine, trt.__version__, self._cuda.compute_capability(),
-            bundle=bundle, manifest=manifest,
+            bundle=bundle,
         )  # fmt: skip
         self.version = trt.__version__
         logger = trt.Logger(trt.Logger.WARNING)
@@ -343,7 +342,7 @@ class TensorRTBackend(Backend):
             except OSError as e:
                 raise PluginLibraryError(
                     f"bundle {bundle}: plugin library {plugin} does not load ({e}); rebuild it "
-                    f"on this device or rebuild the bundle: {rebuild_command(bundle, manifest)}"
+                    f"on this device or rebuild the bundle: {rebuild_command(bundle)}"
                 ) from e
             if trt.get_plugin_registry().load_library(str(plugin)) is None:
                 raise PluginLibraryError(
@@ -351,14 +350,14 @@ class TensorRTBackend(Backend):
                 )
         runtime = trt.Runtime(logger)
         self._runtime = runtime
-        cmd = rebuild_command(bundle, manifest)
+        cmd = rebuild_command(bundle)
         self.encoder: _Engine | None = None
         self.decoder: _Engine | None = None
         self.fused: _Engine | None = None
         for rel in files:
             eng = _Engine(trt, runtime, Path(bundle) / rel, self._cuda, cmd)
             has_video = any(s in eng.inputs for s in self.stream_names)
-            has_question = "question_ids" in eng.inputs
+            has_question = QUESTION_IDS in eng.inputs
             if has_video and has_question:
                 self.fused = eng
             elif has_video:
@@ -375,7 +374,7 @@ class TensorRTBackend(Backend):
                 )
             # The half without an engine runs its ONNX graph (CUDA provider where present).
             self._ort = OnnxRuntimeBackend(
-                stream_names, onnx_files["video_encoder"], onnx_files["question_decoder"]
+                stream_names, onnx_files[VIDEO_ENCODER], onnx_files[QUESTION_DECODER]
             )
 
     def describe(self) -> str:
@@ -406,21 +405,19 @@ class TensorRTBackend(Backend):
                 "the tensorrt backend does not produce explanations (its engine has no "
                 "TokenLearner maps); use backend='onnxruntime' or backend='torch' to explain"
             )
-        wanted = ["answer_ids", "answer_scores"]
+        wanted = [ANSWER_IDS, ANSWER_SCORES]
         if self.fused is not None:
             feeds = {s: features[f"raw_{s}"] for s in self.stream_names}
-            feeds.update(question_ids=ids, question_mask=mask)
+            feeds.update({QUESTION_IDS: ids, QUESTION_MASK: mask})
             out = self.fused.run(feeds, wanted)
         elif self.decoder is None:
             assert self._ort is not None
             return self._ort.decode(features, ids, mask)
         else:
-            feeds = {k: v for k, v in features.items() if k.startswith("v_")}
-            feeds.update(question_ids=ids, question_mask=mask)
+            feeds = {k: v for k, v in features.items() if is_feature_name(k)}
+            feeds.update({QUESTION_IDS: ids, QUESTION_MASK: mask})
             out = self.decoder.run(feeds, wanted)
-        return DecodeResult(
-            out["answer_ids"].astype(np.int64), out["answer_scores"].astype(np.float32)
-        )
+        return DecodeResult(out[ANSWER_IDS].astype(np.int64), out[ANSWER_SCORES].astype(np.float32))
 
 
 class BundleEngineIOError(EngineMismatchError):

@@ -49,7 +49,7 @@
 namespace cotok
 {
 
-// Also in kernels/onnx_plugin.py, which writes them into the ONNX node.
+// Also in cotok_edge/contract.py (the ONNX export and the runtime read them there).
 constexpr char const* kPluginName = "CoTokTokenLearner";
 constexpr char const* kPluginVersion = "1";
 constexpr char const* kPluginNamespace = "cotok";
