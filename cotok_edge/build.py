@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .bundle import atomic_folder, write_manifest
-from .manifest import EngineInfo, Manifest, PluginInfo
+from .manifest import Manifest, PluginInfo
 
 PARITY_BARS = {
     "fp32_answers_identical": 1.0,
@@ -356,7 +356,6 @@ def build(args: argparse.Namespace) -> int:
             if quant_info is not None:
                 qat.save_quantized(deployed_model, tmp / "quantized" / "model.modelopt.pth")
             budget = model_budget(model)
-            engine, engine_status = _maybe_build_engines(tmp, target, args, log)
             _write_answers(tmp / "parity" / "answers.json", test, tokenizer, ref, deployed_pred)
             timings["total"] = time.perf_counter() - t_start
             manifest = Manifest(
@@ -368,8 +367,6 @@ def build(args: argparse.Namespace) -> int:
                 tokenizer="tokenizer.json",
                 onnx=onnx_spec,
                 quantization=quant_info,
-                engine=engine,
-                engine_status=engine_status,
                 dla=args.dla,
                 plugin=PluginInfo() if args.plugin else None,
                 target_info=target.to_dict(),
@@ -392,13 +389,15 @@ def build(args: argparse.Namespace) -> int:
                 build_seconds=timings,
                 command=" ".join(["python -m cotok_edge.build", *sys.argv[1:]]),
             )
+            _maybe_build_engines(tmp, manifest, log)
+            timings["total"] = time.perf_counter() - t_start
             if target.tensorrt:
                 (tmp / "finish_on_device.sh").write_text(device_script(manifest))
                 (tmp / "finish_on_device.sh").chmod(0o755)
             (tmp / "report.md").write_text(render_report(manifest))
             write_manifest(tmp, manifest)
     log("done")
-    _print_summary(args, target, rows, bars, engine is not None)
+    _print_summary(args, target, rows, bars, manifest.engine is not None)
     return 1 if failed else 0
 
 
@@ -440,52 +439,22 @@ def _copy_plugin_sources(dest: Path) -> None:
     shutil.copyfile(src / "CMakeLists.txt", dest / "CMakeLists.txt")
 
 
-def _maybe_build_engines(
-    bundle: Path, target: Any, args: argparse.Namespace, log: Log
-) -> tuple[EngineInfo | None, dict[str, Any]]:
-    """Engines for both graphs when TensorRT and a GPU of the target are here.
-
-    Returns the manifest's ``engine`` entry (None when none was built) and a status
-    saying why not. A host build never has the plugin library (finish_on_device.sh
-    builds it), so it builds the plain graphs.
-    """
-    from .export import tensorrt as trt_build
+def _maybe_build_engines(bundle: Path, manifest: Manifest, log: Log) -> None:
+    """Engines for both graphs when TensorRT and a GPU of the target are here; sets the
+    manifest's ``engine`` and ``engine_status`` (why not, when none was built). A host
+    build never has the plugin library (finish_on_device.sh builds it), so it builds
+    the plain graphs."""
+    from .runtime.backends import tensorrt as trt
+    from .runtime.backends.tensorrt.build import build_bundle_engines
 
     try:
-        trt_build.import_tensorrt()
-        trt_build.check_gpu(target, trt_build.gpu_info())
-    except (trt_build.TensorRTUnavailable, ValueError) as e:
+        trt.import_tensorrt()
+        trt.check_gpu(manifest.target, trt.gpu_info())
+    except (trt.TensorRTUnavailable, ValueError) as e:
         log(f"no engine built here: {e}")
-        return None, {"built": False, "reason": str(e)}
-    return _build_engines(bundle, target.name, args.precision, args.dla, None, log)
-
-
-def _build_engines(
-    bundle: Path, target: str, precision: str, dla: bool, plugin: Path | None, log: Log
-) -> tuple[EngineInfo, dict[str, Any]]:
-    from .export import tensorrt as trt_build
-
-    files, meta = {}, {}
-    for graph in ("video_encoder", "question_decoder"):
-        onnx_file = bundle / f"{graph}.onnx"
-        if graph == "question_decoder" and plugin is not None:
-            onnx_file = bundle / "question_decoder_plugin.onnx"
-        log(f"TensorRT: building {graph}.engine from {onnx_file.name}")
-        meta[graph] = trt_build.build_engine(
-            onnx_file, bundle / f"{graph}.engine", target=target, precision=precision, dla=dla,
-            plugin_library=plugin, timing_cache=bundle / "timing.cache",
-        )  # fmt: skip
-        files[graph] = f"{graph}.engine"
-    gpu = trt_build.gpu_info() or {}
-    cc = str(gpu.get("compute_capability", "")).split(".")
-    entry = EngineInfo(
-        files=files,
-        tensorrt=str(meta["video_encoder"].get("tensorrt")),
-        compute_capability=(int(cc[0]), int(cc[1])) if len(cc) == 2 else None,
-        gpu=gpu.get("name"),
-        plugin_library=None if plugin is None else plugin.relative_to(bundle).as_posix(),
-    )
-    return entry, {"built": True}
+        manifest.engine, manifest.engine_status = None, {"built": False, "reason": str(e)}
+        return
+    manifest.engine, manifest.engine_status = build_bundle_engines(bundle, manifest, None, log)
 
 
 def _write_answers(path: Path, qa: Any, tokenizer: object, ref: Any, deployed: Any) -> None:
@@ -511,15 +480,15 @@ def finish(bundle: Path, quiet: bool = False) -> int:
     """On the device: build both engines of ``bundle`` (with the plugin library if it was
     built), record them in the manifest (and their sha256), then :func:`verify`."""
     from .bundle import read_manifest
-    from .export import tensorrt as trt_build
+    from .runtime.backends import tensorrt as trt
+    from .runtime.backends.tensorrt.build import build_bundle_engines
 
     log = Log()
     manifest = read_manifest(bundle)
-    target = manifest.target
     try:
-        trt_build.import_tensorrt()
-        trt_build.check_gpu(target, trt_build.gpu_info())
-    except (trt_build.TensorRTUnavailable, ValueError) as e:
+        trt.import_tensorrt()
+        trt.check_gpu(manifest.target, trt.gpu_info())
+    except (trt.TensorRTUnavailable, ValueError) as e:
         print(f"error: --finish {bundle}: cannot build engines here: {e}", file=sys.stderr)
         return 2
     plugin = None
@@ -529,8 +498,7 @@ def finish(bundle: Path, quiet: bool = False) -> int:
             plugin = lib
         else:
             log(f"no {manifest.plugin.library} (finish_on_device.sh builds it): plain graphs")
-    engine, status = _build_engines(bundle, target, manifest.precision, manifest.dla, plugin, log)
-    manifest.engine, manifest.engine_status = engine, status
+    manifest.engine, manifest.engine_status = build_bundle_engines(bundle, manifest, plugin, log)
     write_manifest(bundle, manifest)
     return verify(bundle, "tensorrt", quiet)
 

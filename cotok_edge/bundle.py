@@ -38,9 +38,11 @@ __all__ = [
     "BUNDLE_FORMAT",
     "MANIFEST",
     "BundleError",
+    "atomic_write_bytes",
     "Manifest",
     "atomic_folder",
     "hash_files",
+    "sha256_of",
     "read_manifest",
     "verify_files",
     "write_manifest",
@@ -56,6 +58,23 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def bundle_files(root: str | Path) -> list[str]:
@@ -79,16 +98,8 @@ def write_manifest(root: str | Path, manifest: Manifest) -> Manifest:
     root = Path(root)
     manifest.files = hash_files(root)
     manifest.validate(f"bundle {root}: {MANIFEST}")
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=root)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(manifest.to_json(), f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, root / MANIFEST)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n"
+    os.chmod(atomic_write_bytes(root / MANIFEST, text.encode()), 0o644)
     return manifest
 
 

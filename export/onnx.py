@@ -57,8 +57,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -69,6 +67,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from cotok_edge.bundle import atomic_write_bytes
 from cotok_edge.contract import (
     ANSWER_IDS,
     ANSWER_LOGITS,
@@ -294,32 +293,6 @@ def trace_inputs(model: CoTokVQA, batch: int) -> dict[str, Tensor]:
     inputs["question_mask"][:, -3:] = False
     inputs["question_ids"][:, -3:] = t.pad_id
     return inputs
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def remove_noop_casts(model: onnx.ModelProto) -> int:

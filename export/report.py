@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from cotok_edge.contract import (
-    PLUGIN_LIBRARY_FILE,
-    QUESTION_DECODER,
-    QUESTION_DECODER_PLUGIN,
-    VIDEO_ENCODER,
-    engine_file,
-    onnx_file,
-)
+from cotok_edge.contract import PLUGIN_LIBRARY_FILE, engine_file
 from cotok_edge.manifest import Manifest
+from cotok_edge.runtime.backends.tensorrt.build import (
+    bundle_engine_plans,
+    trtexec_argv,
+    trtexec_command,
+)
 
 from .targets import get_target
-from .tensorrt import plan_build, trtexec_argv, trtexec_command
 
 
 def _pct(x: float) -> str:
@@ -115,13 +112,13 @@ def device_script(manifest: Manifest) -> str:
     """``finish_on_device.sh``: build the plugin, then both engines, then verify answers.
 
     The engines are built by ``python -m cotok_edge.build --finish`` (the TensorRT Python
-    API, :func:`cotok_edge.export.tensorrt.build_engine`), which also records them and
-    their sha256 in the manifest; the equivalent ``trtexec`` lines are in the script as
-    comments, for a device without the Python bindings.
+    API, :func:`cotok_edge.runtime.backends.tensorrt.build.build_engine`), which also
+    records them and their sha256 in the manifest; the equivalent ``trtexec`` lines are in
+    the script as comments, for a device without the Python bindings.
     """
     t = get_target(manifest.target)
     version = "10.3" if t.is_jetson else "10.9"
-    precision, plugin = manifest.precision, manifest.plugin
+    plugin = manifest.plugin
     arch = "87" if t.is_jetson else "native"
     lines = [
         "#!/usr/bin/env bash",
@@ -143,16 +140,8 @@ def device_script(manifest: Manifest) -> str:
     lines += ["python -m cotok_edge.build --finish .", "", "# The same engines with trtexec:"]
     if not t.is_jetson:
         lines.append("# (TensorRT 11.x is strongly typed: drop --fp16/--int8.)")
-    for graph in (VIDEO_ENCODER, QUESTION_DECODER):
-        source, lib = onnx_file(graph), None
-        if graph == QUESTION_DECODER and plugin:
-            source, lib = onnx_file(QUESTION_DECODER_PLUGIN), plugin.library
-        spec = manifest.graph(graph)
-        plan = plan_build(
-            version, t, precision, graph_precision=precision if precision == "int8" else "fp32",
-            inputs=spec["inputs"], dla=manifest.dla, plugin_library=lib,
-            timing_cache="timing.cache",
-        )  # fmt: skip
+    plans = bundle_engine_plans(manifest, version, plugin.library if plugin else None)
+    for graph, (source, plan) in plans.items():
         argv = trtexec_argv(source, engine_file(graph), plan)
         lines.append(f"# {trtexec_command(argv)}")
     return "\n".join(lines) + "\n"

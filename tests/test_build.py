@@ -16,12 +16,11 @@ pytest.importorskip("onnx", reason="onnx is not installed (pip install '.[export
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install '.[export]')")
 pytest.importorskip("modelopt", reason="nvidia-modelopt is not installed (pip install '.[export]')")
 
-from cotok_edge.export.tensorrt import graph_precision  # noqa: E402
-
 from cotok_edge import build as build_cli  # noqa: E402
 from cotok_edge.bundle import BundleError, read_manifest, verify_files  # noqa: E402
 from cotok_edge.data.text import load_tokenizer  # noqa: E402
 from cotok_edge.model import CoTokConfig, CoTokVQA  # noqa: E402
+from cotok_edge.runtime.backends.tensorrt.build import graph_precision  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""TensorRT engine builder: build plans, trtexec command lines, sidecars (no TensorRT needed).
+"""TensorRT's home: build plans, trtexec command lines, sidecars, checks (no TensorRT needed).
 
 The engine build itself needs TensorRT and a target GPU; those tests skip with the reason.
 """
@@ -12,25 +12,30 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install '.[export]')")
-from cotok_edge.export import tensorrt as trt_export  # noqa: E402
-from cotok_edge.export.tensorrt import (  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from cotok_edge.runtime.backends import tensorrt as trt_home  # noqa: E402
+from cotok_edge.runtime.backends.tensorrt import (  # noqa: E402
     TensorRTUnavailable,
-    check_engine_matches,
     check_gpu,
+    is_strongly_typed,
+    parse_trt_version,
+    version_matches,
+)
+from cotok_edge.runtime.backends.tensorrt import build as trt_export  # noqa: E402
+from cotok_edge.runtime.backends.tensorrt.build import (  # noqa: E402
+    check_engine_matches,
     engine_metadata,
     graph_inputs,
     graph_precision,
-    is_strongly_typed,
-    parse_trt_version,
     plan_build,
     read_sidecar,
     sidecar_path,
     trtexec_argv,
     trtexec_command,
-    version_matches,
     write_sidecar,
 )
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from cotok_edge.runtime.errors import PluginLibraryError  # noqa: E402
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 ENC_INPUTS = [
@@ -212,9 +217,12 @@ def test_check_gpu_refuses_a_gpu_of_another_architecture():
         check_gpu("desktop", None)
 
 
-def test_plugin_library_must_exist(tmp_path):
-    with pytest.raises(FileNotFoundError, match="build kernels/ first"):
-        trt_export.load_plugin_library(object(), tmp_path / "missing.so", None)
+def test_plugin_library_must_exist_and_load(tmp_path):
+    with pytest.raises(PluginLibraryError, match=r"missing\.so is missing: build it on this dev"):
+        trt_home.load_plugin_library(object(), tmp_path / "missing.so", None)
+    (tmp_path / "junk.so").write_bytes(b"not a shared library")
+    with pytest.raises(PluginLibraryError, match=r"junk\.so does not load \("):
+        trt_home.load_plugin_library(object(), tmp_path / "junk.so", None)
 
 
 @pytest.mark.skipif(
@@ -233,7 +241,7 @@ def test_build_engine_without_tensorrt_says_what_is_missing(tmp_path):
     not HAVE_TRT, reason="TensorRT is not installed (JetPack or pip install tensorrt)"
 )
 def test_build_engine_on_a_tensorrt_machine(tmp_path):
-    gpu = trt_export.gpu_info()
+    gpu = trt_home.gpu_info()
     if gpu is None:
         pytest.skip("TensorRT is installed but no CUDA GPU is visible")
     import tensorrt

@@ -32,7 +32,7 @@ from cotok_edge.runtime import (  # noqa: E402
     load,
 )
 from cotok_edge.runtime import api as runtime_api  # noqa: E402
-from cotok_edge.runtime.tensorrt import check_engine_compat  # noqa: E402
+from cotok_edge.runtime.backends.tensorrt.runtime import check_engine_compat  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -410,8 +410,8 @@ def test_long_question_is_truncated_with_a_warning_naming_it(ort_qa, clips):
 
 def test_tensorrt_explain_refuses_with_a_pointer():
     from cotok_edge.runtime.backends import DecodeResult  # noqa: F401
+    from cotok_edge.runtime.backends.tensorrt.runtime import TensorRTBackend
     from cotok_edge.runtime.errors import ExplainUnavailableError
-    from cotok_edge.runtime.tensorrt import TensorRTBackend
 
     # The check does not need an engine: decode(maps=True) refuses before touching one.
     be = TensorRTBackend.__new__(TensorRTBackend)
@@ -460,3 +460,22 @@ def test_tensorrt_threads_give_the_serial_answers(clips):  # pragma: no cover - 
 def test_bundle_format_constant_is_what_the_runtime_reads(bundle):
     m = json.loads((bundle / "manifest.json").read_text())
     assert m["format"] == BUNDLE_FORMAT
+
+
+def test_load_picks_from_the_backend_registry(bundle, monkeypatch):
+    """``auto`` walks the registry in order; a backend registered there is what loads."""
+    from cotok_edge.runtime import backends
+
+    assert tuple(backends.REGISTRY) == ("tensorrt", "onnxruntime", "torch")
+    assert runtime_api.BACKENDS == tuple(backends.REGISTRY)
+
+    class Unavailable(backends.OnnxRuntimeBackend):
+        @classmethod
+        def unavailable(cls):
+            return "switched off in this test"
+
+    reg = {"onnxruntime": Unavailable, "torch": backends.REGISTRY["torch"]}
+    monkeypatch.setattr(runtime_api, "REGISTRY", reg)
+    qa = load(bundle, verbose=False)
+    assert qa.backend == "torch"
+    assert "onnxruntime: switched off in this test" in qa.backend_note

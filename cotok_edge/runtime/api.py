@@ -4,14 +4,14 @@ Per call: the video is decoded and sampled into the model's streams once
 (:mod:`cotok_edge.data.video`), the questions are tokenised (the bundle's
 ``tokenizer.json``), the backend runs the video encoder once per clip and the question
 decoder once per batch of questions, and the answer tokens are detokenised. Only the
-two inference calls differ between backends (:class:`~cotok_edge.runtime.backends.Backend`).
+two inference calls differ between backends (:class:`~cotok_edge.runtime.backends.Backend`),
+picked from :data:`~cotok_edge.runtime.backends.REGISTRY`.
 
 With the ``onnxruntime`` or ``tensorrt`` backend nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import os
@@ -27,12 +27,11 @@ from typing import Any, Union
 import numpy as np
 
 from cotok_edge.bundle import BundleError, Manifest, read_manifest, verify_files
-from cotok_edge.contract import QUESTION_DECODER, QUESTION_DECODER_EXPLAIN, VIDEO_ENCODER
 from cotok_edge.data.text import decode_answer, load_tokenizer
 from cotok_edge.data.video import Streams, VideoDecodeError, load_streams, sample_frames
 
 from . import explain as _explain
-from .backends import Backend, DecodeResult, OnnxRuntimeBackend, TorchBackend
+from .backends import REGISTRY, Backend, DecodeResult, LoadOptions
 from .errors import (
     BackendUnavailableError,
     EngineMismatchError,
@@ -46,8 +45,8 @@ __all__ = ["BACKENDS", "Answer", "VideoLike", "VideoQA", "load"]
 
 log = logging.getLogger("cotok_edge.runtime")
 
-#: Backends in the order ``auto`` tries them (fastest first).
-BACKENDS = ("tensorrt", "onnxruntime", "torch")
+#: Backends in the order ``auto`` tries them (fastest first): the registry's names.
+BACKENDS = tuple(REGISTRY)
 #: Frame rate assumed for in-memory frames when none is given (only the sampling
 #: instants' times depend on it: every stream spans all the frames either way).
 DEFAULT_FPS = 30.0
@@ -394,62 +393,24 @@ class VideoQA:
 
 
 # Loading ----------------------------------------------------------------------------
-def _need_graph(manifest: Manifest, key: str, root: Path) -> str:
-    f = manifest.graph_file(key)
-    if f is None:
-        raise BundleError(f"bundle {root}: manifest lists no {key} graph (onnx.graphs.{key})")
-    return f
-
-
-def _importable(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _make_backend(
-    name: str,
-    root: Path,
-    manifest: Manifest,
-    streams: list[str],
-    *,
-    providers: Sequence[str] | None,
-    threads: int | None,
-    spin: bool,
-    device: str,
-) -> Backend:
-    """Verify the files ``name`` uses (sha256) and build it."""
-    if name == "onnxruntime":
-        enc = _need_graph(manifest, VIDEO_ENCODER, root)
-        dec = _need_graph(manifest, QUESTION_DECODER, root)
-        exp = manifest.graph_file(QUESTION_DECODER_EXPLAIN)
-        verify_files(root, manifest, [enc, dec] + ([exp] if exp else []))
-        return OnnxRuntimeBackend(
-            streams, root / enc, root / dec, None if exp is None else root / exp,
-            providers=providers, threads=threads, spin=spin,
-        )  # fmt: skip
-    if name == "torch":
-        ckpt = manifest.checkpoint
-        if not ckpt:
-            raise BackendUnavailableError(
-                f"backend 'torch': bundle {root} has no checkpoint (manifest 'checkpoint')"
-            )
-        ckpt = str(ckpt).rstrip("/") + "/"
-        verify_files(root, manifest, [ckpt])
-        return TorchBackend(streams, root / ckpt, device=device)
-    if name == "tensorrt":
-        from .tensorrt import TensorRTBackend
-
-        enc = _need_graph(manifest, VIDEO_ENCODER, root)
-        dec = _need_graph(manifest, QUESTION_DECODER, root)
-        if manifest.engine is not None:
-            verify_files(root, manifest, [*manifest.engine.files.values(), enc, dec])
-        return TensorRTBackend(
-            streams, root, manifest,
-            onnx_files={VIDEO_ENCODER: root / enc, QUESTION_DECODER: root / dec},
-        )  # fmt: skip
-    raise ValueError(f"backend: unknown {name!r}; choose auto or one of {', '.join(BACKENDS)}")
+def _pick(
+    backend: str, root: Path, manifest: Manifest, options: LoadOptions
+) -> tuple[Backend, list[str]]:
+    """The named backend, or for ``auto`` the first of :data:`REGISTRY` that can run here;
+    with what ``auto`` skipped and why."""
+    if backend != "auto":
+        return REGISTRY[backend].from_bundle(root, manifest, options), []
+    skipped: list[str] = []
+    for name, cls in REGISTRY.items():
+        reason = cls.skip_reason(manifest) or cls.unavailable()
+        if reason is not None:
+            skipped.append(f"{name}: {reason}")
+            continue
+        try:
+            return cls.from_bundle(root, manifest, options), skipped
+        except (BackendUnavailableError, EngineMismatchError, PluginLibraryError) as e:
+            skipped.append(f"{name}: {e}")
+    raise BackendUnavailableError(f"bundle {root}: no backend can run here ({'; '.join(skipped)})")
 
 
 def load(
@@ -491,9 +452,8 @@ def load(
     """
     root = Path(bundle_dir)
     manifest = read_manifest(root)
-    if backend != "auto" and backend not in BACKENDS:
+    if backend != "auto" and backend not in REGISTRY:
         raise ValueError(f"backend: unknown {backend!r}; choose auto or one of {BACKENDS}")
-    streams = manifest.stream_names
     tok_rel = manifest.tokenizer
     verify_files(root, manifest, [tok_rel])
     try:
@@ -501,40 +461,8 @@ def load(
     except (OSError, ValueError) as e:
         raise BundleError(f"bundle {root}: {tok_rel}: {e}") from None
 
-    skipped: list[str] = []
-    chosen: Backend | None = None
-    if backend != "auto":
-        chosen = _make_backend(
-            backend, root, manifest, streams,
-            providers=providers, threads=threads, spin=spin, device=device,
-        )  # fmt: skip
-    else:
-        for name in BACKENDS:
-            if name == "tensorrt":
-                if manifest.engine is None:
-                    skipped.append("tensorrt: no engine in the bundle")
-                    continue
-                if not _importable("tensorrt"):
-                    skipped.append("tensorrt: TensorRT not installed")
-                    continue
-            if name == "onnxruntime" and not _importable("onnxruntime"):
-                skipped.append("onnxruntime: not installed")
-                continue
-            if name == "torch" and not _importable("torch"):
-                skipped.append("torch: not installed")
-                continue
-            try:
-                chosen = _make_backend(
-                    name, root, manifest, streams,
-                    providers=providers, threads=threads, spin=spin, device=device,
-                )  # fmt: skip
-                break
-            except (BackendUnavailableError, EngineMismatchError, PluginLibraryError) as e:
-                skipped.append(f"{name}: {e}")
-        if chosen is None:
-            raise BackendUnavailableError(
-                f"bundle {root}: no backend can run here ({'; '.join(skipped)})"
-            )
+    options = LoadOptions(providers=providers, threads=threads, spin=spin, device=device)
+    chosen, skipped = _pick(backend, root, manifest, options)
     note = f"cotok_edge.runtime: backend {chosen.name} [{chosen.describe()}]"
     if skipped:
         note += f" (skipped {'; '.join(skipped)})"

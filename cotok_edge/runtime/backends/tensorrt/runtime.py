@@ -1,15 +1,14 @@
-"""TensorRT backend: the bundle's serialized engine(s), run with the TensorRT 10.x Python API.
+"""TensorRT backend: the bundle's serialized engine(s), run with the TensorRT Python API.
 
 Thin on purpose, and imported lazily: ``tensorrt`` and a CUDA binding (``pycuda``, else
-``cuda-python``) exist only on the device. What it does:
+``cuda-python``) exist only on the device. Uses the calls documented for TensorRT 10.x
+and 11.x alike (``execute_async_v3``, named I/O tensors). What it does:
 
 1. check the engine's recorded TensorRT version and compute capability against this
    device (:func:`check_engine_compat`, pure, so it is tested without TensorRT); an
    engine is tied to both, and the error says to rebuild on this device, with the
    command;
-2. load the fused TokenLearner plugin library (``ctypes.CDLL`` with ``RTLD_GLOBAL`` so
-   a missing dependency is reported by name, then ``IPluginRegistry.load_library``,
-   which is what registers IPluginV3 creators);
+2. load the fused TokenLearner plugin library (:func:`~.load_plugin_library`);
 3. ``IRuntime.deserialize_cuda_engine``; one ``IExecutionContext`` and CUDA stream per
    calling thread (contexts are not thread-safe; the engine is), device buffers per
    thread, grown as needed; ``set_input_shape``/``set_tensor_address`` and
@@ -24,8 +23,6 @@ engine) runs its ONNX graph with ONNX Runtime instead, and ``describe()`` says s
 
 from __future__ import annotations
 
-import ctypes
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from cotok_edge.bundle import verify_files
 from cotok_edge.contract import (
     ANSWER_IDS,
     ANSWER_SCORES,
@@ -44,36 +42,22 @@ from cotok_edge.contract import (
 )
 from cotok_edge.manifest import EngineInfo, Manifest
 
-from .backends import Backend, DecodeResult, OnnxRuntimeBackend
-from .errors import (
+from ...errors import (
     BackendUnavailableError,
     EngineMismatchError,
     ExplainUnavailableError,
     PluginLibraryError,
 )
+from ..base import Backend, DecodeResult, Features, LoadOptions, importable
+from ..onnxruntime import OnnxRuntimeBackend, bundle_graph
+from . import Cuda, import_tensorrt, load_plugin_library, parse_trt_version, rebuild_command
 
 __all__ = [
+    "BundleEngineIOError",
     "TensorRTBackend",
     "check_engine_compat",
     "plugin_library_path",
-    "rebuild_command",
 ]
-
-NOT_INSTALLED = "TensorRT not installed"
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    m = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?", str(version))
-    if not m:
-        raise ValueError(f"not a TensorRT version: {version!r}")
-    return tuple(int(x) for x in m.groups(default="0"))
-
-
-def rebuild_command(bundle: str | Path) -> str:
-    """The command that rebuilds the bundle's engines (and plugin) on this device."""
-    if (Path(bundle) / "finish_on_device.sh").is_file():
-        return f"bash {Path(bundle) / 'finish_on_device.sh'}"
-    return f"python -m cotok_edge.build --finish {Path(bundle)}"
 
 
 def check_engine_compat(
@@ -93,7 +77,7 @@ def check_engine_compat(
     built_cc = engine.compute_capability
     problems = []
     try:
-        if _version_tuple(built_v) != _version_tuple(tensorrt_version):
+        if parse_trt_version(built_v) != parse_trt_version(tensorrt_version):
             problems.append(f"TensorRT {built_v} (this device has {tensorrt_version})")
     except ValueError:
         problems.append(f"an unreadable TensorRT version {built_v!r}")
@@ -126,113 +110,10 @@ def plugin_library_path(bundle: str | Path, engine: EngineInfo) -> Path | None:
     return path
 
 
-def _import_tensorrt() -> Any:
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise BackendUnavailableError(
-            f"backend 'tensorrt': {NOT_INSTALLED} (it ships with JetPack; on a desktop "
-            "pip install tensorrt); use backend='onnxruntime'"
-        ) from e
-    return tensorrt
-
-
-class _Cuda:
-    """The few CUDA calls the backend needs, over pycuda or cuda-python (``cudart``)."""
-
-    def __init__(self) -> None:
-        self.kind = ""
-        try:
-            import pycuda.driver as cuda
-
-            cuda.init()
-            self._cuda = cuda
-            self._ctx = cuda.Device(0).retain_primary_context()
-            self.kind = "pycuda"
-            return
-        except ImportError:
-            pass
-        try:
-            try:
-                from cuda.bindings import runtime as cudart
-            except ImportError:
-                from cuda import cudart
-        except ImportError as e:
-            raise BackendUnavailableError(
-                "backend 'tensorrt': neither pycuda nor cuda-python is installed "
-                "(pip install pycuda)"
-            ) from e
-        self._rt = cudart
-        self.kind = "cuda-python"
-
-    def _check(self, result: Any) -> Any:
-        err, *rest = result if isinstance(result, tuple) else (result,)
-        if int(err) != 0:
-            raise RuntimeError(f"CUDA error {err}")
-        return rest[0] if len(rest) == 1 else rest
-
-    def compute_capability(self) -> tuple[int, int] | None:
-        try:
-            if self.kind == "pycuda":
-                return tuple(self._cuda.Device(0).compute_capability())  # type: ignore[return-value]
-            prop = self._check(self._rt.cudaGetDeviceProperties(0))
-            return int(prop.major), int(prop.minor)
-        except Exception:
-            return None
-
-    def push(self) -> None:
-        if self.kind == "pycuda":
-            self._ctx.push()
-
-    def pop(self) -> None:
-        if self.kind == "pycuda":
-            self._cuda.Context.pop()
-
-    def stream(self) -> Any:
-        if self.kind == "pycuda":
-            return self._cuda.Stream()
-        return self._check(self._rt.cudaStreamCreate())
-
-    def stream_handle(self, stream: Any) -> int:
-        return int(stream.handle) if self.kind == "pycuda" else int(stream)
-
-    def alloc(self, nbytes: int) -> Any:
-        if self.kind == "pycuda":
-            return self._cuda.mem_alloc(max(1, nbytes))
-        return self._check(self._rt.cudaMalloc(max(1, nbytes)))
-
-    def ptr(self, buf: Any) -> int:
-        return int(buf)
-
-    def htod(self, dst: Any, src: np.ndarray, stream: Any) -> None:
-        if self.kind == "pycuda":
-            self._cuda.memcpy_htod_async(dst, src, stream)
-        else:
-            kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-            self._check(
-                self._rt.cudaMemcpyAsync(int(dst), src.ctypes.data, src.nbytes, kind, stream)
-            )
-
-    def dtoh(self, dst: np.ndarray, src: Any, stream: Any) -> None:
-        if self.kind == "pycuda":
-            self._cuda.memcpy_dtoh_async(dst, src, stream)
-        else:
-            kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-            self._check(
-                self._rt.cudaMemcpyAsync(dst.ctypes.data, int(src), dst.nbytes, kind, stream)
-            )
-
-    def sync(self, stream: Any) -> None:
-        if self.kind == "pycuda":
-            stream.synchronize()
-        else:
-            self._check(self._rt.cudaStreamSynchronize(stream))
-
-
 class _Engine:
     """One deserialized engine: its I/O, and per-thread contexts, streams and buffers."""
 
-    def __init__(self, trt: Any, runtime: Any, path: Path, cuda: _Cuda, on_fail: str):
+    def __init__(self, trt: Any, runtime: Any, path: Path, cuda: Cuda, on_fail: str):
         self.trt, self.cuda, self.path = trt, cuda, path
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
@@ -309,6 +190,25 @@ class TensorRTBackend(Backend):
     thread_safety = "per-thread execution context, CUDA stream and buffers"
     supports_maps = False
 
+    @classmethod
+    def unavailable(cls) -> str | None:
+        return None if importable("tensorrt") else "TensorRT not installed"
+
+    @classmethod
+    def skip_reason(cls, manifest: Manifest) -> str | None:
+        return "no engine in the bundle" if manifest.engine is None else None
+
+    @classmethod
+    def from_bundle(cls, root: Path, manifest: Manifest, options: LoadOptions) -> TensorRTBackend:
+        enc = bundle_graph(root, manifest, VIDEO_ENCODER)
+        dec = bundle_graph(root, manifest, QUESTION_DECODER)
+        if manifest.engine is not None:
+            verify_files(root, manifest, [*manifest.engine.files.values(), enc, dec])
+        return cls(
+            manifest.stream_names, root, manifest,
+            onnx_files={VIDEO_ENCODER: root / enc, QUESTION_DECODER: root / dec},
+        )  # fmt: skip
+
     def __init__(
         self,
         stream_names: Sequence[str],
@@ -327,27 +227,24 @@ class TensorRTBackend(Backend):
             )
         files = list(engine.files.values())
         plugin = plugin_library_path(bundle, engine)
-        trt = _import_tensorrt()
-        self._cuda = _Cuda()
+        trt = import_tensorrt()
+        self._cuda = Cuda()
         check_engine_compat(
             engine, trt.__version__, self._cuda.compute_capability(),
             bundle=bundle,
         )  # fmt: skip
         self.version = trt.__version__
         logger = trt.Logger(trt.Logger.WARNING)
-        trt.init_libnvinfer_plugins(logger, "")
         if plugin is not None:
             try:
-                ctypes.CDLL(str(plugin), mode=ctypes.RTLD_GLOBAL)
-            except OSError as e:
+                load_plugin_library(trt, plugin, logger)
+            except PluginLibraryError as e:
                 raise PluginLibraryError(
-                    f"bundle {bundle}: plugin library {plugin} does not load ({e}); rebuild it "
-                    f"on this device or rebuild the bundle: {rebuild_command(bundle)}"
-                ) from e
-            if trt.get_plugin_registry().load_library(str(plugin)) is None:
-                raise PluginLibraryError(
-                    f"bundle {bundle}: TensorRT could not register the plugins in {plugin}"
-                )
+                    f"bundle {bundle}: {e}; or rebuild the bundle's engines: "
+                    f"{rebuild_command(bundle)}"
+                ) from None
+        else:
+            trt.init_libnvinfer_plugins(logger, "")
         runtime = trt.Runtime(logger)
         self._runtime = runtime
         cmd = rebuild_command(bundle)
@@ -394,11 +291,7 @@ class TensorRTBackend(Backend):
         return self.encoder.run(streams, self.encoder.outputs)
 
     def decode(
-        self,
-        features: Mapping[str, np.ndarray],
-        ids: np.ndarray,
-        mask: np.ndarray,
-        maps: bool = False,
+        self, features: Features, ids: np.ndarray, mask: np.ndarray, maps: bool = False
     ) -> DecodeResult:
         if maps:
             raise ExplainUnavailableError(
