@@ -104,7 +104,7 @@ def log(msg: str) -> None:
 # Machine and versions ------------------------------------------------------------------
 def machine() -> dict[str, Any]:
     """CPU model, cores, memory, GPU (if any) and load of this machine."""
-    from cotok_edge.build import cpu_name
+    from cotok_edge.build.host import cpu_name
 
     info: dict[str, Any] = {
         "cpu": cpu_name(),

@@ -44,6 +44,7 @@ __all__ = [
     "hash_files",
     "sha256_of",
     "read_manifest",
+    "replace_folder",
     "verify_files",
     "write_manifest",
 ]
@@ -177,13 +178,19 @@ def atomic_folder(out: str | Path, force: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Move the complete folder ``new`` to ``out`` (a sibling), replacing any ``out``: the
+    old one is moved aside first and removed only once ``new`` is in place."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    os.replace(out, old)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)

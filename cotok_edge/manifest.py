@@ -18,7 +18,7 @@ Any other format is refused with one line that names the command rebuilding the 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .contract import (
@@ -117,12 +117,7 @@ class PluginInfo:
         )
 
     def to_json(self) -> dict[str, str]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "namespace": self.namespace,
-            "library": self.library,
-        }
+        return asdict(self)
 
 
 @dataclass

@@ -1,16 +1,11 @@
-"""A bundle's ``report.md`` and ``finish_on_device.sh``, both from its manifest."""
+"""A bundle's ``report.md``, from its manifest.
+
+(``finish_on_device.sh`` is written by :func:`cotok_edge.build.finish.device_script`.)
+"""
 
 from __future__ import annotations
 
-from cotok_edge.contract import PLUGIN_LIBRARY_FILE, engine_file
 from cotok_edge.manifest import Manifest
-from cotok_edge.runtime.backends.tensorrt.build import (
-    bundle_engine_plans,
-    trtexec_argv,
-    trtexec_command,
-)
-
-from .targets import get_target
 
 
 def _pct(x: float) -> str:
@@ -108,43 +103,4 @@ def render_report(manifest: Manifest) -> str:
     return "\n".join(lines) + "\n"
 
 
-def device_script(manifest: Manifest) -> str:
-    """``finish_on_device.sh``: build the plugin, then both engines, then verify answers.
-
-    The engines are built by ``python -m cotok_edge.build --finish`` (the TensorRT Python
-    API, :func:`cotok_edge.runtime.backends.tensorrt.build.build_engine`), which also
-    records them and their sha256 in the manifest; the equivalent ``trtexec`` lines are in
-    the script as comments, for a device without the Python bindings.
-    """
-    t = get_target(manifest.target)
-    version = "10.3" if t.is_jetson else "10.9"
-    plugin = manifest.plugin
-    arch = "87" if t.is_jetson else "native"
-    lines = [
-        "#!/usr/bin/env bash",
-        f"# Finish this bundle on the {t.name} device ({t.description}):",
-        "# build the fused-TokenLearner plugin and the two TensorRT engines, then check",
-        "# that the engines answer the parity slice as the ONNX graphs did at build time.",
-        "# Engines are not portable: run this on the device that will answer.",
-        "set -euo pipefail",
-        'cd "$(dirname "$0")"',
-    ]
-    if plugin:
-        lines += [
-            'build="$(mktemp -d)"',
-            f'cmake -S plugins -B "$build" -DCMAKE_CUDA_ARCHITECTURES={arch} '
-            '-DTENSORRT_ROOT="${TENSORRT_ROOT:-/usr}"',
-            'cmake --build "$build" -j"$(nproc)"',
-            f'cp "$build/{PLUGIN_LIBRARY_FILE}" {plugin.library}',
-        ]
-    lines += ["python -m cotok_edge.build --finish .", "", "# The same engines with trtexec:"]
-    if not t.is_jetson:
-        lines.append("# (TensorRT 11.x is strongly typed: drop --fp16/--int8.)")
-    plans = bundle_engine_plans(manifest, version, plugin.library if plugin else None)
-    for graph, (source, plan) in plans.items():
-        argv = trtexec_argv(source, engine_file(graph), plan)
-        lines.append(f"# {trtexec_command(argv)}")
-    return "\n".join(lines) + "\n"
-
-
-__all__ = ["device_script", "render_report"]
+__all__ = ["render_report"]

@@ -420,15 +420,20 @@ def test_tensorrt_explain_refuses_with_a_pointer():
 
 
 # TensorRT (only where it is installed, with an engine built on this device) ------------
-@needs_trt
-def test_tensorrt_answers_like_onnxruntime(clips):  # pragma: no cover - needs a device
+@pytest.fixture
+def trt_bundle() -> str:  # pragma: no cover - needs a device
     import os
 
     root = os.environ.get("COTOK_TRT_BUNDLE")
     if not root:
         pytest.skip("set COTOK_TRT_BUNDLE to a bundle with an engine built on this device")
-    trt_qa = load(root, backend="tensorrt")
-    ort_ref = load(root, backend="onnxruntime")
+    return root
+
+
+@needs_trt
+def test_tensorrt_answers_like_onnxruntime(trt_bundle, clips):  # pragma: no cover - needs a device
+    trt_qa = load(trt_bundle, backend="tensorrt")
+    ort_ref = load(trt_bundle, backend="onnxruntime")
     for clip in clips:
         got = trt_qa.answer(clip.frames, clip.questions)
         want = ort_ref.answer(clip.frames, clip.questions)
@@ -436,13 +441,8 @@ def test_tensorrt_answers_like_onnxruntime(clips):  # pragma: no cover - needs a
 
 
 @needs_trt
-def test_tensorrt_threads_give_the_serial_answers(clips):  # pragma: no cover - needs a device
-    import os
-
-    root = os.environ.get("COTOK_TRT_BUNDLE")
-    if not root:
-        pytest.skip("set COTOK_TRT_BUNDLE to a bundle with an engine built on this device")
-    qa = load(root, backend="tensorrt")
+def test_tensorrt_threads_give_the_serial_answers(trt_bundle, clips):  # pragma: no cover
+    qa = load(trt_bundle, backend="tensorrt")
     serial = [qa.answer(c.frames, c.questions[0]).text for c in clips]
     out: list[list[str]] = []
 
