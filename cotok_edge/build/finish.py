@@ -111,6 +111,15 @@ def device_script(manifest: Manifest) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _read(bundle: Path, flag: str) -> Manifest | None:
+    """The bundle's manifest, or None after printing why it cannot be read."""
+    try:
+        return read_manifest(bundle)
+    except BundleError as e:
+        print(f"error: {flag}: {e}", file=sys.stderr)
+        return None
+
+
 def finish(bundle: Path, quiet: bool = False) -> int:
     """On the device: build both engines of ``bundle`` (with the plugin library if it was
     built), record them in the manifest (and their sha256), then :func:`verify` them with
@@ -119,10 +128,8 @@ def finish(bundle: Path, quiet: bool = False) -> int:
     from cotok_edge.runtime.backends.tensorrt.build import build_bundle_engines
 
     log = Log()
-    try:
-        manifest = read_manifest(bundle)
-    except BundleError as e:
-        print(f"error: --finish: {e}", file=sys.stderr)
+    manifest = _read(bundle, "--finish")
+    if manifest is None:
         return 2
     try:
         trt.import_tensorrt()
@@ -155,10 +162,8 @@ def verify(bundle: Path, backend: str = "auto", quiet: bool = False) -> int:
     from cotok_edge.runtime import load
 
     log = Log()
-    try:
-        manifest = read_manifest(bundle)
-    except BundleError as e:
-        print(f"error: --verify: {e}", file=sys.stderr)
+    manifest = _read(bundle, "--verify")
+    if manifest is None:
         return 2
     answers_file = bundle / ANSWERS
     if not (manifest.parity or {}).get("slice") or not answers_file.is_file():

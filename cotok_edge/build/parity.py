@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotok_edge.bundle import atomic_write_bytes
+from cotok_edge.bundle import atomic_folder, atomic_write_bytes
 
 __all__ = [
     "BARS",
@@ -137,23 +135,16 @@ def synthetic_subset(
     folder = cache_root / f"synthetic-seed{SYNTHETIC_SEED}-train{calib_clips}-test{test_clips}"
     if (folder / "meta.json").is_file():
         return folder
-    cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=cache_root))
-    try:
-        first_test = n_train + n_val
+    first_test = n_train + n_val
+    # A folder without meta.json is a leftover: replaced. Another build finishing first
+    # wrote the same clips (the generator is seeded), so replacing it is harmless too.
+    with atomic_folder(folder, force=True) as tmp:
         generate_subset(
             tmp,
             {"train": range(calib_clips), "test": range(first_test, first_test + test_clips)},
             seed=SYNTHETIC_SEED,
             progress=progress,
         )
-        if folder.exists():  # another build finished first
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
