@@ -104,7 +104,7 @@ def log(msg: str) -> None:
 # Machine and versions ------------------------------------------------------------------
 def machine() -> dict[str, Any]:
     """CPU model, cores, memory, GPU (if any) and load of this machine."""
-    from cotok_edge.build import cpu_name
+    from cotok_edge.build.host import cpu_name
 
     info: dict[str, Any] = {
         "cpu": cpu_name(),
@@ -233,16 +233,19 @@ def build_bundle(ckpt: Path | None, out: Path, cache: Path, mode: Mode) -> dict[
     if proc.returncode not in (0, 1) or not (out / "manifest.json").is_file():
         result["error"] = (proc.stderr or proc.stdout)[-2000:]
         return result
-    m = json.loads((out / "manifest.json").read_text())
+    from cotok_edge.bundle import read_manifest
+
+    m = read_manifest(out)
+    parity = m.parity or {}
     result.update(
-        rows=m["parity"]["rows"],
-        bars=m["parity"]["bars"],
-        slice=m["parity"]["slice"],
-        quantization={k: v for k, v in (m.get("quantization") or {}).items() if k != "quantizers"},
-        build_seconds={k: round(v, 1) for k, v in m.get("build_seconds", {}).items()},
-        engine_status=m.get("engine_status"),
-        model=m["model_config"].get("name"),
-        budget_gmacs=m.get("budget_macs", {}).get("total", 0) / 1e9,
+        rows=parity["rows"],
+        bars=parity["bars"],
+        slice=parity["slice"],
+        quantization={k: v for k, v in (m.quantization or {}).items() if k != "quantizers"},
+        build_seconds={k: round(v, 1) for k, v in (m.build_seconds or {}).items()},
+        engine_status=m.engine_status,
+        model=m.model_config.get("name"),
+        budget_gmacs=(m.budget_macs or {}).get("total", 0) / 1e9,
         sizes=_sizes(out),
     )
     return result

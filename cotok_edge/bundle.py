@@ -14,11 +14,9 @@ A bundle is a folder written by ``python -m cotok_edge.build`` and read by
     model.engine                    only where TensorRT and the target GPU were present
     report.md
 
-The manifest holds ``format``, ``target``, ``precision``, ``model_config``, the
-ONNX spec of :func:`cotok_edge.export.onnx.export_model` under ``onnx``
-(graph files, inputs/outputs, batch mode), ``tokenizer``, ``checkpoint``,
-``versions``, ``parity`` and ``files`` (``{relative path: sha256}`` for every
-file in the bundle except the manifest itself).
+The manifest is :class:`cotok_edge.manifest.Manifest` (typed, versioned, every field
+documented there); ``files`` (``{relative path: sha256}`` for every file in the bundle
+except the manifest itself) is filled in by :func:`write_manifest`.
 
 This module imports neither torch nor onnx: the runtime uses it on the device.
 """
@@ -33,14 +31,25 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-BUNDLE_FORMAT = "cotok-bundle/1"
+from .manifest import BUNDLE_FORMAT, BundleError, Manifest
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "MANIFEST",
+    "BundleError",
+    "atomic_write_bytes",
+    "Manifest",
+    "atomic_folder",
+    "hash_files",
+    "sha256_of",
+    "read_manifest",
+    "replace_folder",
+    "verify_files",
+    "write_manifest",
+]
+
 MANIFEST = "manifest.json"
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be used: missing, unreadable, tampered with or of another format."""
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -50,6 +59,23 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def bundle_files(root: str | Path) -> list[str]:
@@ -67,24 +93,24 @@ def hash_files(root: str | Path) -> dict[str, str]:
     return {name: sha256_of(Path(root) / name) for name in bundle_files(root)}
 
 
-def write_manifest(root: str | Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Hash every file under ``root`` and write ``manifest.json`` (atomically); return it."""
+def write_manifest(root: str | Path, manifest: Manifest) -> Manifest:
+    """Hash every file under ``root`` into ``manifest.files`` and write ``manifest.json``
+    (a temporary file, then ``os.replace``); return the manifest."""
     root = Path(root)
-    full = {"format": BUNDLE_FORMAT, **manifest, "files": hash_files(root)}
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=root)
-    with os.fdopen(fd, "w") as f:
-        json.dump(full, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, root / MANIFEST)
-    return full
+    manifest.files = hash_files(root)
+    manifest.validate(f"bundle {root}: {MANIFEST}")
+    text = json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n"
+    os.chmod(atomic_write_bytes(root / MANIFEST, text.encode()), 0o644)
+    return manifest
 
 
-def read_manifest(root: str | Path) -> dict[str, Any]:
-    """Read and validate ``root/manifest.json`` (format version and required fields).
+def read_manifest(root: str | Path) -> Manifest:
+    """Read and validate ``root/manifest.json`` (:meth:`Manifest.from_json`).
 
-    Raises :class:`BundleError` naming the bundle and what is wrong. File hashes are
-    checked separately, by :func:`verify_files`, for the files a backend uses.
+    Raises :class:`BundleError` naming the bundle and what is wrong (a missing or
+    mistyped field by name; a format this version does not read, with the command
+    that rebuilds the bundle). File hashes are checked separately, by
+    :func:`verify_files`, for the files a backend uses.
     """
     root = Path(root)
     if not root.exists():
@@ -95,36 +121,20 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise BundleError(f"bundle {root}: no {MANIFEST}; is this a folder written by build?")
     try:
-        manifest = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"bundle {root}: {MANIFEST} is not readable JSON ({e})") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(f"bundle {root}: {MANIFEST} is not a JSON object")
-    fmt = manifest.get("format")
-    if fmt != BUNDLE_FORMAT:
-        raise BundleError(
-            f"bundle {root}: manifest format {fmt!r} is not {BUNDLE_FORMAT!r}, the one this "
-            f"version of cotok-edge reads; rebuild the bundle with this version "
-            f"(python -m cotok_edge.build)"
-        )
-    for key in ("target", "precision", "model_config", "onnx", "files"):
-        if key not in manifest:
-            raise BundleError(f"bundle {root}: {MANIFEST} has no {key!r} field")
-    if not isinstance(manifest["files"], dict):
-        raise BundleError(f"bundle {root}: {MANIFEST} 'files' is not an object")
-    return manifest
+    return Manifest.from_json(data, where=f"bundle {root}: {MANIFEST}")
 
 
-def verify_files(
-    root: str | Path, manifest: dict[str, Any], names: Iterable[str] | None = None
-) -> None:
+def verify_files(root: str | Path, manifest: Manifest, names: Iterable[str] | None = None) -> None:
     """Check that each named file (all by default) exists and has the manifest's sha256.
 
     A file under a named folder (``"checkpoint/"``) selects every file below it.
     Raises :class:`BundleError` naming the first file that is missing or altered.
     """
     root = Path(root)
-    files: dict[str, str] = manifest["files"]
+    files = manifest.files
     wanted = list(files) if names is None else _expand(files, names, root)
     for name in wanted:
         path = root / name
@@ -168,13 +178,19 @@ def atomic_folder(out: str | Path, force: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Move the complete folder ``new`` to ``out`` (a sibling), replacing any ``out``: the
+    old one is moved aside first and removed only once ``new`` is in place."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    os.replace(out, old)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -5,15 +5,12 @@ parity is measured on them. ``--calib-data DIR`` names a QA dataset (any format 
 :mod:`cotok_edge.data.datasets`); without it the build uses the synthetic benchmark the
 shipped model was trained on (seed 0, ``--train 1200 --val 150 --test 300``), of which it
 generates only the clips it needs (the first ``calib_clips`` training clips and the
-first ``test_clips`` test clips: :func:`cotok_edge.data.synthetic.generate_subset`), once,
+first ``test_clips`` test clips: :func:`cotok_edge.build.parity.synthetic_subset`), once,
 into a cache folder. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,53 +22,6 @@ from cotok_edge.data.datasets import load_split
 from cotok_edge.data.text import encode_answers, encode_questions, normalize_answer
 from cotok_edge.data.video import StreamSpec
 from cotok_edge.model.config import CoTokConfig
-
-# The benchmark behind the shipped model (cotok_edge/assets/README.md).
-SYNTHETIC_SEED = 0
-SYNTHETIC_SPLITS = {"train": 1200, "val": 150, "test": 300}
-
-
-def default_cache_root() -> Path:
-    """``$COTOK_EDGE_CACHE``, else ``$XDG_CACHE_HOME/cotok-edge``, else ``~/.cache/cotok-edge``."""
-    if os.environ.get("COTOK_EDGE_CACHE"):
-        return Path(os.environ["COTOK_EDGE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cotok-edge"
-
-
-def synthetic_subset(
-    cache_root: Path, calib_clips: int, test_clips: int, progress: bool = True
-) -> Path:
-    """The first ``calib_clips`` training and ``test_clips`` test clips of the shipped model's
-    synthetic benchmark, generated once into ``cache_root`` (atomically); returns its folder."""
-    from cotok_edge.data.synthetic import generate_subset
-
-    n_train, n_val, n_test = (SYNTHETIC_SPLITS[k] for k in ("train", "val", "test"))
-    if not 0 < calib_clips <= n_train:
-        raise ValueError(f"calibration clips must be in 1..{n_train}, got {calib_clips}")
-    if not 0 < test_clips <= n_test:
-        raise ValueError(f"test clips must be in 1..{n_test}, got {test_clips}")
-    folder = cache_root / f"synthetic-seed{SYNTHETIC_SEED}-train{calib_clips}-test{test_clips}"
-    if (folder / "meta.json").is_file():
-        return folder
-    cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=cache_root))
-    try:
-        first_test = n_train + n_val
-        generate_subset(
-            tmp,
-            {"train": range(calib_clips), "test": range(first_test, first_test + test_clips)},
-            seed=SYNTHETIC_SEED,
-            progress=progress,
-        )
-        if folder.exists():  # another build finished first
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
 
 
 @dataclass

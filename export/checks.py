@@ -29,11 +29,13 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from cotok_edge.contract import PLUGIN_NAME, PLUGIN_ONNX_DOMAIN
+
 from .targets import Target, get_target, onnx_table_for
 
 TABLE_FILE = Path(__file__).with_name("trt_onnx_ops.json")
-PLUGIN_DOMAIN = "cotok"
-PLUGIN_OP = "CoTokTokenLearner"
+PLUGIN_DOMAIN = PLUGIN_ONNX_DOMAIN
+PLUGIN_OP = PLUGIN_NAME
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 

@@ -57,8 +57,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -69,20 +67,37 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from cotok_edge.bundle import atomic_write_bytes
+from cotok_edge.contract import (
+    ANSWER_IDS,
+    ANSWER_LOGITS,
+    ANSWER_SCORES,
+    PLUGIN_NAME,
+    PLUGIN_NAMESPACE,
+    PLUGIN_ONNX_DOMAIN,
+    PLUGIN_VERSION,
+    QUESTION_DECODER,
+    QUESTION_DECODER_EXPLAIN,
+    QUESTION_DECODER_PLUGIN,
+    QUESTION_IDS,
+    QUESTION_MASK,
+    VIDEO_ENCODER,
+    feature_name,
+    maps_name,
+    onnx_file,
+)
 from cotok_edge.model.vqa import CoTokVQA, greedy_unrolled
 
-from .checks import PLUGIN_DOMAIN, PLUGIN_OP, check_model
+from .checks import check_model
 from .targets import Target, get_target
 
 SPEC_FORMAT = "cotok-onnx/1"
-VIDEO_ENCODER = "video_encoder"
-QUESTION_DECODER = "question_decoder"
 VARIANTS = ("plain", "plugin", "explain")
 FILES = {
-    (VIDEO_ENCODER, "plain"): "video_encoder.onnx",
-    (QUESTION_DECODER, "plain"): "question_decoder.onnx",
-    (QUESTION_DECODER, "plugin"): "question_decoder_plugin.onnx",
-    (QUESTION_DECODER, "explain"): "question_decoder_explain.onnx",
+    (VIDEO_ENCODER, "plain"): onnx_file(VIDEO_ENCODER),
+    (QUESTION_DECODER, "plain"): onnx_file(QUESTION_DECODER),
+    (QUESTION_DECODER, "plugin"): onnx_file(QUESTION_DECODER_PLUGIN),
+    (QUESTION_DECODER, "explain"): onnx_file(QUESTION_DECODER_EXPLAIN),
 }
 BATCH_DIM = "B"
 # Traced at batch 2 so no size-1 broadcast is baked into a dynamic-batch graph.
@@ -133,10 +148,8 @@ class GraphSpec:
             "export_warnings": self.export_warnings,
         }
         if self.plugin_nodes:
-            from cotok_edge.kernels.onnx_plugin import PLUGIN_NAMESPACE, PLUGIN_VERSION
-
             d["plugin"] = {
-                "op": f"{PLUGIN_DOMAIN}::{PLUGIN_OP}",
+                "op": f"{PLUGIN_ONNX_DOMAIN}::{PLUGIN_NAME}",
                 "version": PLUGIN_VERSION,
                 "namespace": PLUGIN_NAMESPACE,
                 "nodes": self.plugin_nodes,
@@ -211,7 +224,7 @@ def graph_io(
     if graph == VIDEO_ENCODER:
         inputs = [TensorSpec(s, "uint8", (b, *model.stream_shape(s))) for s in model.stream_names]
         outputs = [
-            TensorSpec(f"v_{s}", "float32", (b, _positions(model, s), d))
+            TensorSpec(feature_name(s), "float32", (b, _positions(model, s), d))
             for s in model.stream_names
         ]
         return inputs, outputs
@@ -221,24 +234,25 @@ def graph_io(
         )
     length, answer = cfg.text.max_question_tokens, cfg.text.max_answer_tokens
     inputs = [
-        TensorSpec(f"v_{s}", "float32", (b, _positions(model, s), d)) for s in model.stream_names
+        TensorSpec(feature_name(s), "float32", (b, _positions(model, s), d))
+        for s in model.stream_names
     ]
     inputs += [
-        TensorSpec("question_ids", "int64", (b, length)),
-        TensorSpec("question_mask", "bool", (b, length)),
+        TensorSpec(QUESTION_IDS, "int64", (b, length)),
+        TensorSpec(QUESTION_MASK, "bool", (b, length)),
     ]
     outputs = [
-        TensorSpec("answer_ids", "int64", (b, answer)),
-        TensorSpec("answer_scores", "float32", (b,)),
+        TensorSpec(ANSWER_IDS, "int64", (b, answer)),
+        TensorSpec(ANSWER_SCORES, "float32", (b,)),
     ]
     if logits:
-        outputs.append(TensorSpec("answer_logits", "float32", (b, answer, cfg.text.vocab_size)))
+        outputs.append(TensorSpec(ANSWER_LOGITS, "float32", (b, answer, cfg.text.vocab_size)))
     if maps:
         if cfg.video_tokenizer != "tokenlearner":
             raise ValueError("the explain variant needs TokenLearner maps; this config has none")
         outputs += [
             TensorSpec(
-                f"maps_{s}",
+                maps_name(s),
                 "float32",
                 (b, cfg.steps, cfg.video_tokens_per_stream, _positions(model, s)),
             )
@@ -281,32 +295,6 @@ def trace_inputs(model: CoTokVQA, batch: int) -> dict[str, Tensor]:
     inputs["question_mask"][:, -3:] = False
     inputs["question_ids"][:, -3:] = t.pad_id
     return inputs
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def remove_noop_casts(model: onnx.ModelProto) -> int:
@@ -443,8 +431,8 @@ def _export_graph(
     report = check_model(proto, target, allow_plugins=plugin, graph_name=path.name)
     if report.plugin_nodes != expected_plugin_nodes:
         raise RuntimeError(
-            f"{path.name}: expected {expected_plugin_nodes} {PLUGIN_DOMAIN}::{PLUGIN_OP} nodes "
-            f"(one per stream per step), found {report.plugin_nodes}"
+            f"{path.name}: expected {expected_plugin_nodes} {PLUGIN_ONNX_DOMAIN}::{PLUGIN_NAME} "
+            f"nodes (one per stream per step), found {report.plugin_nodes}"
         )
     data = proto.SerializeToString()
     atomic_write_bytes(path, data)

@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cotok_edge.contract import ANSWER_IDS, ANSWER_LOGITS, ANSWER_SCORES, feature_name
 from cotok_edge.model.vqa import CoTokVQA
+from cotok_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
 from .onnx import QuestionDecoderGraph, VideoEncoderGraph, eval_no_grad
 
@@ -56,7 +58,13 @@ def pad_question(
 
 
 class OrtChain:
-    """``video_encoder`` then ``question_decoder`` with ONNX Runtime.
+    """``video_encoder`` then ``question_decoder`` with ONNX Runtime, for parity checks.
+
+    A thin view of the runtime's own ONNX Runtime backend
+    (:class:`~cotok_edge.runtime.backends.onnxruntime.OnnxRuntimeBackend`, which owns
+    the sessions), so the build measures parity through the code that answers. It adds
+    what parity needs: every decoder output by name (``answer_logits`` too) and
+    questions padded to the graph's length.
 
     Args:
         video_encoder, question_decoder: paths of the exported (plain or explain) graphs.
@@ -72,24 +80,17 @@ class OrtChain:
         providers: Sequence[str] = ("CPUExecutionProvider",),
         threads: int | None = None,
     ):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        if threads is not None:
-            opts.intra_op_num_threads = threads
-        self.encoder = ort.InferenceSession(str(video_encoder), opts, providers=list(providers))
-        self.decoder = ort.InferenceSession(str(question_decoder), opts, providers=list(providers))
-        self.stream_names = [i.name for i in self.encoder.get_inputs()]
-        self.decoder_inputs = [i.name for i in self.decoder.get_inputs()]
-        self.decoder_outputs = [o.name for o in self.decoder.get_outputs()]
-        ids_in = next(i for i in self.decoder.get_inputs() if i.name == "question_ids")
-        self.question_tokens = int(ids_in.shape[1])
+        self.backend = OnnxRuntimeBackend(
+            None, video_encoder, question_decoder, providers=providers, threads=threads
+        )
+        self.stream_names = self.backend.stream_names
+        self.decoder_inputs = self.backend.decoder_inputs
+        self.decoder_outputs = self.backend.decoder_outputs
+        self.question_tokens = self.backend.question_tokens
 
     def encode(self, streams: Mapping[str, np.ndarray | Tensor]) -> dict[str, np.ndarray]:
         """uint8 streams ``{s: [B, 3, T, H, W]}`` -> ``{"v_s": [B, N_s, d]}``."""
-        feeds = {s: np.ascontiguousarray(np.asarray(streams[s])) for s in self.stream_names}
-        outs = self.encoder.run(None, feeds)
-        return {o.name: v for o, v in zip(self.encoder.get_outputs(), outs, strict=True)}
+        return self.backend.encode({s: np.asarray(streams[s]) for s in self.stream_names})
 
     def decode(
         self,
@@ -103,10 +104,7 @@ class OrtChain:
         Questions shorter than the graph's length are padded with ``pad_id``.
         """
         ids, mask = pad_question(question_ids, question_mask, self.question_tokens, pad_id)
-        feeds = {k: video[k] for k in self.decoder_inputs if k.startswith("v_")}
-        feeds.update(question_ids=ids, question_mask=mask)
-        outs = self.decoder.run(None, feeds)
-        return dict(zip(self.decoder_outputs, outs, strict=True))
+        return self.backend.run_decoder(video, ids, mask)
 
     def __call__(
         self,
@@ -166,7 +164,7 @@ def parity(
     ``question_mask`` at the graph's question length, as ``example_inputs`` makes them).
     The chain's decoder must have the ``answer_logits`` output.
     """
-    if "answer_logits" not in chain.decoder_outputs:
+    if ANSWER_LOGITS not in chain.decoder_outputs:
         raise ValueError(
             "parity needs a question_decoder exported with answer_logits (logits=True)"
         )
@@ -188,23 +186,19 @@ def parity(
             ref_ids, ref_scores, ref_logits = QuestionDecoderGraph(model)(*video, ids, mask)[:3]
             gen = _padded_generate(model, inputs)
             for s, v in zip(names, video, strict=True):
-                max_feat = max(max_feat, float(np.abs(got[f"v_{s}"] - v.numpy()).max()))
-            max_logit = max(
-                max_logit, float(np.abs(got["answer_logits"] - ref_logits.numpy()).max())
-            )
-            max_score = max(
-                max_score, float(np.abs(got["answer_scores"] - ref_scores.numpy()).max())
-            )
+                max_feat = max(max_feat, float(np.abs(got[feature_name(s)] - v.numpy()).max()))
+            max_logit = max(max_logit, float(np.abs(got[ANSWER_LOGITS] - ref_logits.numpy()).max()))
+            max_score = max(max_score, float(np.abs(got[ANSWER_SCORES] - ref_scores.numpy()).max()))
             for i in range(gen.shape[0]):
                 total += 1
-                if np.array_equal(got["answer_ids"][i], gen[i]):
+                if np.array_equal(got[ANSWER_IDS][i], gen[i]):
                     same += 1
                 else:
                     mismatches.append(
                         {
                             "batch": b,
                             "row": i,
-                            "onnx": got["answer_ids"][i].tolist(),
+                            "onnx": got[ANSWER_IDS][i].tolist(),
                             "torch": gen[i].tolist(),
                             "torch_unrolled": ref_ids[i].tolist(),
                         }

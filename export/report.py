@@ -1,33 +1,32 @@
-"""A bundle's ``report.md`` and ``finish_on_device.sh``, both from its manifest."""
+"""A bundle's ``report.md``, from its manifest.
+
+(``finish_on_device.sh`` is written by :func:`cotok_edge.build.finish.device_script`.)
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from .targets import get_target
-from .tensorrt import plan_build, trtexec_argv, trtexec_command
-
-PLUGIN_LIBRARY = "plugins/libcotok_tokenlearner_plugin.so"
+from cotok_edge.manifest import Manifest
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def render_report(manifest: dict[str, Any]) -> str:
+def render_report(manifest: Manifest) -> str:
     """Markdown: FLOP budget, parity per backend and precision, quantization, build time."""
+    host = manifest.host or {}
     lines = [
-        f"# cotok-edge bundle: {manifest['target']}, {manifest['precision']}",
+        f"# cotok-edge bundle: {manifest.target}, {manifest.precision}",
         "",
-        f"Built {manifest['created']} with `{manifest['command']}`",
-        f"on {manifest['host']['cpu']} ({manifest['host']['cores']} cores).",
+        f"Built {manifest.created} with `{manifest.command}`",
+        f"on {host.get('cpu')} ({host.get('cores')} cores).",
         "",
         "## FLOP budget (one clip, one question, an 8-token answer; batch 1)",
         "",
         "| component | GMACs |",
         "| --- | ---: |",
     ]
-    budget = manifest["budget_macs"]
+    budget = manifest.budget_macs or {"total": 0.0}
     for name, macs in budget.items():
         if name != "total":
             lines.append(f"| {name} | {macs / 1e9:.3f} |")
@@ -37,7 +36,7 @@ def render_report(manifest: dict[str, Any]) -> str:
         "model: 67 GFLOPs) |",
         "",
     ]
-    par = manifest["parity"]
+    par = manifest.parity or {}
     sl = par["slice"]
     lines += [
         "## Parity",
@@ -69,7 +68,7 @@ def render_report(manifest: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {b['value']:.4g} | {b['bar']} | {'ok' if b['passed'] else 'MISSED'} |"
         )
-    q = manifest.get("quantization")
+    q = manifest.quantization
     if q:
         lines += [
             "",
@@ -81,74 +80,27 @@ def render_report(manifest: dict[str, Any]) -> str:
             f"- quantizers: {q['quantizers']}; kept in floating point: "
             + ", ".join(f"`{p}`" for p in q["kept_float"]),
         ]
-    engine, status = manifest.get("engine"), manifest.get("engine_status") or {}
+    engine, status = manifest.engine, manifest.engine_status or {}
     lines += ["", "## TensorRT", ""]
-    if engine:
-        files = ", ".join(engine.get("files", {}).values())
+    if engine is not None:
+        cc = ".".join(str(x) for x in engine.compute_capability or ()) or "unknown"
         lines.append(
-            f"Engines built here ({files}): TensorRT {engine.get('tensorrt')}, "
-            f"{engine.get('gpu')} (compute capability {engine.get('compute_capability')})."
+            f"Engines built here ({engine.describe()}): TensorRT {engine.tensorrt}, "
+            f"{engine.gpu} (compute capability {cc})."
         )
-    elif (manifest.get("target_info") or {}).get("tensorrt"):
+    elif (manifest.target_info or {}).get("tensorrt"):
         lines.append(f"No engine built on this host: {status.get('reason', 'unknown')}.")
         lines.append("On the device: `bash finish_on_device.sh` (see the script).")
     else:
         lines.append("Not a TensorRT target: ONNX Runtime runs the graphs.")
     lines += ["", "## Build time (seconds)", "", "| step | s |", "| --- | ---: |"]
-    for name, s in manifest["build_seconds"].items():
+    for name, s in (manifest.build_seconds or {}).items():
         lines.append(f"| {name} | {s:.1f} |")
     lines += ["", "## Versions", ""]
-    lines += [f"- {k}: {v}" for k, v in manifest["versions"].items()]
-    if manifest.get("warnings"):
-        lines += ["", "## Warnings", ""] + [f"- {w}" for w in manifest["warnings"]]
+    lines += [f"- {k}: {v}" for k, v in manifest.versions.items()]
+    if manifest.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in manifest.warnings]
     return "\n".join(lines) + "\n"
 
 
-def device_script(manifest: dict[str, Any]) -> str:
-    """``finish_on_device.sh``: build the plugin, then both engines, then verify answers.
-
-    The engines are built by ``python -m cotok_edge.build --finish`` (the TensorRT Python
-    API, :func:`cotok_edge.export.tensorrt.build_engine`), which also records them and
-    their sha256 in the manifest; the equivalent ``trtexec`` lines are in the script as
-    comments, for a device without the Python bindings.
-    """
-    t = get_target(manifest["target"])
-    version = "10.3" if t.is_jetson else "10.9"
-    precision, plugin = manifest["precision"], manifest.get("plugin", False)
-    arch = "87" if t.is_jetson else "native"
-    lines = [
-        "#!/usr/bin/env bash",
-        f"# Finish this bundle on the {t.name} device ({t.description}):",
-        "# build the fused-TokenLearner plugin and the two TensorRT engines, then check",
-        "# that the engines answer the parity slice as the ONNX graphs did at build time.",
-        "# Engines are not portable: run this on the device that will answer.",
-        "set -euo pipefail",
-        'cd "$(dirname "$0")"',
-    ]
-    if plugin:
-        lines += [
-            'build="$(mktemp -d)"',
-            f'cmake -S plugins -B "$build" -DCMAKE_CUDA_ARCHITECTURES={arch} '
-            '-DTENSORRT_ROOT="${TENSORRT_ROOT:-/usr}"',
-            'cmake --build "$build" -j"$(nproc)"',
-            f'cp "$build/libcotok_tokenlearner_plugin.so" {PLUGIN_LIBRARY}',
-        ]
-    lines += ["python -m cotok_edge.build --finish .", "", "# The same engines with trtexec:"]
-    if not t.is_jetson:
-        lines.append("# (TensorRT 11.x is strongly typed: drop --fp16/--int8.)")
-    for graph in ("video_encoder", "question_decoder"):
-        onnx_file, lib = f"{graph}.onnx", None
-        if graph == "question_decoder" and plugin:
-            onnx_file, lib = "question_decoder_plugin.onnx", PLUGIN_LIBRARY
-        spec = manifest["onnx"]["graphs"][graph]
-        plan = plan_build(
-            version, t, precision, graph_precision=precision if precision == "int8" else "fp32",
-            inputs=spec["inputs"], dla=manifest.get("dla", False), plugin_library=lib,
-            timing_cache="timing.cache",
-        )  # fmt: skip
-        argv = trtexec_argv(onnx_file, f"{graph}.engine", plan)
-        lines.append(f"# {trtexec_command(argv)}")
-    return "\n".join(lines) + "\n"
-
-
-__all__ = ["device_script", "render_report"]
+__all__ = ["render_report"]

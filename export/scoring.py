@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from cotok_edge.contract import ANSWER_IDS, ANSWER_LOGITS
 from cotok_edge.data.clips import ClipQuestions
 from cotok_edge.data.text import decode_answer
 from cotok_edge.evaluate import score as score_clips
@@ -83,15 +84,16 @@ def torch_predictions(
 def ort_predictions(
     chain: OrtChain, batches: Sequence[dict[str, Tensor]], pad_id: int
 ) -> Predictions:
-    """The two graphs with ONNX Runtime: encoder once per clip, decoder per question."""
+    """The two graphs with ONNX Runtime (the runtime's backend, through ``chain``): encoder
+    once per clip, decoder per question."""
     ids_out, logits_out = [], []
     for b in batches:
         clip = b["clip_index"].numpy()
         feats = chain.encode({s: b[s].numpy() for s in chain.stream_names})
         feats = {k: np.ascontiguousarray(v[clip]) for k, v in feats.items()}
         out = chain.decode(feats, b["question_ids"].numpy(), b["question_mask"].numpy(), pad_id)
-        ids_out.append(out["answer_ids"])
-        logits_out.append(out["answer_logits"].astype(np.float32))
+        ids_out.append(out[ANSWER_IDS])
+        logits_out.append(out[ANSWER_LOGITS].astype(np.float32))
     return Predictions(np.concatenate(ids_out), np.concatenate(logits_out))
 
 

@@ -28,16 +28,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from cotok_edge.bundle import atomic_write_bytes
+from cotok_edge.bundle import sha256_of as sha256_file
+from cotok_edge.contract import QUESTION_DECODER, VIDEO_ENCODER
 from cotok_edge.model.vqa import CoTokVQA
 
 from .onnx import (
-    QUESTION_DECODER,
-    VIDEO_ENCODER,
     QuestionDecoderGraph,
     VideoEncoderGraph,
-    atomic_write_bytes,
     eval_no_grad,
-    sha256_file,
     trace_inputs,
 )
 from .targets import validate

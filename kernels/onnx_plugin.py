@@ -36,6 +36,9 @@ from collections.abc import Iterator
 
 import torch
 
+from cotok_edge.contract import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from cotok_edge.contract import PLUGIN_ONNX_DOMAIN as ONNX_DOMAIN
+
 from ._dispatch import STATE, ensure_registered
 from .reference import LN_EPS
 
@@ -47,10 +50,6 @@ __all__ = [
     "export_tokenlearner_as_plugin",
 ]
 
-ONNX_DOMAIN = "cotok"
-PLUGIN_NAME = "CoTokTokenLearner"
-PLUGIN_VERSION = "1"
-PLUGIN_NAMESPACE = "cotok"
 _OP_QUALNAME = "cotok::tokenlearner_fused"
 # Smallest opset the symbolic is registered for; it applies to every later one.
 _SYMBOLIC_OPSET = 9

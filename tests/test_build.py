@@ -6,6 +6,8 @@ import importlib.util
 import json
 import shutil
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +18,15 @@ pytest.importorskip("onnx", reason="onnx is not installed (pip install '.[export
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install '.[export]')")
 pytest.importorskip("modelopt", reason="nvidia-modelopt is not installed (pip install '.[export]')")
 
-from cotok_edge.export.tensorrt import graph_precision  # noqa: E402
-
 from cotok_edge import build as build_cli  # noqa: E402
 from cotok_edge.bundle import BundleError, read_manifest, verify_files  # noqa: E402
 from cotok_edge.data.text import load_tokenizer  # noqa: E402
 from cotok_edge.model import CoTokConfig, CoTokVQA  # noqa: E402
+from cotok_edge.runtime.backends.tensorrt.build import graph_precision  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-SHIPPED_TOKENIZER = Path(build_cli.__file__).parent / "assets" / "default" / "tokenizer.json"
+SHIPPED_TOKENIZER = Path(build_cli.__file__).parent.parent / "assets/default/tokenizer.json"
 
 
 @pytest.fixture(scope="module")
@@ -105,23 +106,23 @@ def test_int8_build_writes_a_verified_bundle(int8_bundle):
     assert code in (0, 1)  # 1: a random model may miss the INT8 agreement bar; reported
     manifest = read_manifest(out)
     verify_files(out, manifest)
-    assert manifest["precision"] == "int8" and manifest["target"] == "cpu"
+    assert manifest.precision == "int8" and manifest.target == "cpu"
     for name in ("video_encoder.onnx", "question_decoder.onnx", "question_decoder_explain.onnx",
                  "tokenizer.json", "checkpoint/model.safetensors", "report.md"):  # fmt: skip
-        assert name in manifest["files"], name
+        assert name in manifest.files, name
     # The deployed graphs carry Q/DQ; the explanation graph stays FP32.
     assert graph_precision(out / "video_encoder.onnx") == "int8"
     assert graph_precision(out / "question_decoder.onnx") == "int8"
     assert graph_precision(out / "question_decoder_explain.onnx") == "fp32"
-    rows = manifest["parity"]["rows"]
+    rows = manifest.parity["rows"]
     assert set(rows) == {
         "torch fp32", "onnxruntime fp32", "onnxruntime int8 (PTQ)", "onnxruntime int8 (QAT)",
     }  # fmt: skip
     assert rows["onnxruntime fp32"]["agreement"] == 1.0
     assert rows["onnxruntime fp32"]["max_logit_error"] <= 1e-4
-    assert manifest["parity"]["slice"]["questions"] == 16
-    assert manifest["quantization"]["quantizers"]["weight"] > 0
-    bars = manifest["parity"]["bars"]
+    assert manifest.parity["slice"]["questions"] == 16
+    assert manifest.quantization["quantizers"]["weight"] > 0
+    bars = manifest.parity["bars"]
     assert code == (0 if all(b["passed"] for b in bars.values()) else 1)
     report = (out / "report.md").read_text()
     assert "onnxruntime int8 (QAT)" in report and "GMACs" in report
@@ -169,17 +170,20 @@ def test_jetson_fp32_build_prepares_the_device_step(checkpoint, cache, tmp_path)
     )
     assert code == 0
     manifest = read_manifest(out)
-    assert manifest["engine"] is None
-    assert "tensorrt" in manifest["engine_status"]["reason"]
-    assert "question_decoder_plugin.onnx" in manifest["files"]
-    assert "plugins/CMakeLists.txt" in manifest["files"]
+    assert manifest.engine is None
+    assert "tensorrt" in manifest.engine_status["reason"]
+    assert "question_decoder_plugin.onnx" in manifest.files
+    assert "plugins/CMakeLists.txt" in manifest.files
     script = (out / "finish_on_device.sh").read_text()
     assert 'cmake --build "$build"' in script
-    assert "python -m cotok_edge.build --finish ." in script
+    assert "python3 -m cotok_edge.build --finish . || status=$?" in script
+    assert "polygraphy run video_encoder.onnx --trt --onnxrt" in script
+    assert "polygraphy run question_decoder.onnx --trt --onnxrt" in script
+    assert "# /usr/src/tensorrt/bin/trtexec --onnx=video_encoder.onnx" in script
     assert "--onnx=question_decoder_plugin.onnx" in script
     assert "--dynamicPlugins=plugins/libcotok_tokenlearner_plugin.so" in script
     assert "--noTF32" in script and "--int8" not in script
-    assert manifest["quantization"] is None
+    assert manifest.quantization is None
     report = (out / "report.md").read_text()
     assert "No engine built on this host: the tensorrt Python package is not installed" in report
 
@@ -241,3 +245,71 @@ def test_verify_refuses_a_bundle_without_build_time_answers(int8_bundle, tmp_pat
     (copy / "parity" / "answers.json").unlink()
     assert build_cli.main(["--verify", str(copy), "--quiet"]) == 2
     assert "no parity slice and build-time answers" in capsys.readouterr().err
+
+
+def test_finish_and_verify_run_without_torch(int8_bundle):
+    """The on-device path imports no torch, ModelOpt, onnx or ONNX exporter: with them
+    blocked, --finish gets as far as TensorRT (absent here: exit 2, saying so) and
+    --verify answers the parity slice through the runtime."""
+    out, _ = int8_bundle
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        BLOCKED = ("torch", "modelopt", "onnx")
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED or name.startswith("cotok_edge.export.onnx"):
+                    raise ImportError(f"{{name}} is blocked in this test")
+                return None
+        sys.meta_path.insert(0, Block())
+        from cotok_edge.build import main
+        from cotok_edge.build.finish import device_script, finish, verify
+        from cotok_edge.runtime.backends.tensorrt.build import build_bundle_engines
+        codes = [main(["--finish", {str(out)!r}, "--quiet"]),
+                 main(["--verify", {str(out)!r}, "--backend", "onnxruntime", "--quiet"])]
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+        print(json.dumps({{"codes": codes, "heavy": heavy}}))
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == []
+    finish_code, verify_code = result["codes"]
+    if importlib.util.find_spec("tensorrt") is None:
+        assert finish_code == 2 and "cannot build engines here" in r.stderr
+    assert verify_code == 0
+
+
+def test_polygraphy_compares_tensorrt_with_onnxruntime_on_the_plans_shapes():
+    from cotok_edge.runtime.backends.tensorrt.build import plan_build, polygraphy_argv
+
+    plan = plan_build("10.3.0", "jetson-orin", "int8", graph_precision="int8",
+                      inputs=[{"name": "s1", "shape": ["B", 3, 32, 64, 64]}])  # fmt: skip
+    argv = polygraphy_argv("video_encoder.onnx", plan)
+    assert argv[:5] == ["polygraphy", "run", "video_encoder.onnx", "--trt", "--onnxrt"]
+    assert "--int8" in argv and "s1:[1,3,32,64,64]" in argv
+    assert argv[argv.index("--trt-outputs") + 1 : argv.index("--trt-outputs") + 3] == [
+        "mark",
+        "all",
+    ]
+
+
+def test_parity_bars_are_defined_once_with_their_labels():
+    from cotok_edge.build.parity import BARS, check_bars
+
+    rows = {
+        "torch fp32": {"accuracy": 0.80},
+        "onnxruntime fp32": {"agreement": 1.0, "max_logit_error": 2e-5},
+        "onnxruntime int8 (QAT)": {"accuracy": 0.795, "agreement": 0.96},
+    }
+    bars = check_bars(rows, "int8")
+    assert list(bars) == [
+        "fp32 answers identical", "fp32 max logit error",
+        "onnxruntime int8 (QAT) accuracy drop (points)", "onnxruntime int8 (QAT) answer agreement",
+    ]  # fmt: skip
+    assert [b["bar"] for b in bars.values()] == [">= 1.0", "<= 1e-4", "<= 1.0", ">= 0.97"]
+    assert bars["onnxruntime int8 (QAT) accuracy drop (points)"]["value"] == pytest.approx(0.5)
+    assert [b["passed"] for b in bars.values()] == [True, True, True, False]
+    assert list(check_bars(rows, "fp32")) == ["fp32 answers identical", "fp32 max logit error"]
+    assert len({b.key for b in BARS}) == len(BARS)

@@ -179,11 +179,13 @@ def test_fixed_batch_export_and_the_export_restores_training_mode(tmp_path):
 
 
 def test_atomic_write_replaces_and_cleans_up(tmp_path):
+    from cotok_edge.bundle import atomic_write_bytes, sha256_of
+
     p = tmp_path / "f.bin"
-    ex.atomic_write_bytes(p, b"one")
-    ex.atomic_write_bytes(p, b"two")
+    atomic_write_bytes(p, b"one")
+    atomic_write_bytes(p, b"two")
     assert p.read_bytes() == b"two" and [q.name for q in tmp_path.iterdir()] == ["f.bin"]
-    assert ex.sha256_file(p) == __import__("hashlib").sha256(b"two").hexdigest()
+    assert sha256_of(p) == __import__("hashlib").sha256(b"two").hexdigest()
 
 
 def test_remove_noop_casts_keeps_real_casts_and_graph_outputs():

@@ -126,7 +126,7 @@ def test_parity_needs_the_logits_output(bundle, tmp_path):
 def test_export_model_spec_describes_the_files(bundle):
     import json
 
-    from cotok_edge.export.onnx import sha256_file
+    from cotok_edge.bundle import sha256_of as sha256_file
 
     model, _, spec, out = bundle
     assert set(spec["graphs"]) == {"video_encoder", "question_decoder"}

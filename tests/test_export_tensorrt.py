@@ -1,4 +1,4 @@
-"""TensorRT engine builder: build plans, trtexec command lines, sidecars (no TensorRT needed).
+"""TensorRT's home: build plans, trtexec command lines, sidecars, checks (no TensorRT needed).
 
 The engine build itself needs TensorRT and a target GPU; those tests skip with the reason.
 """
@@ -12,25 +12,30 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install '.[export]')")
-from cotok_edge.export import tensorrt as trt_export  # noqa: E402
-from cotok_edge.export.tensorrt import (  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from cotok_edge.runtime.backends import tensorrt as trt_home  # noqa: E402
+from cotok_edge.runtime.backends.tensorrt import (  # noqa: E402
     TensorRTUnavailable,
-    check_engine_matches,
     check_gpu,
+    is_strongly_typed,
+    parse_trt_version,
+    version_matches,
+)
+from cotok_edge.runtime.backends.tensorrt import build as trt_export  # noqa: E402
+from cotok_edge.runtime.backends.tensorrt.build import (  # noqa: E402
+    check_engine_matches,
     engine_metadata,
     graph_inputs,
     graph_precision,
-    is_strongly_typed,
-    parse_trt_version,
     plan_build,
     read_sidecar,
     sidecar_path,
     trtexec_argv,
     trtexec_command,
-    version_matches,
     write_sidecar,
 )
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from cotok_edge.runtime.errors import PluginLibraryError  # noqa: E402
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 ENC_INPUTS = [
@@ -212,9 +217,12 @@ def test_check_gpu_refuses_a_gpu_of_another_architecture():
         check_gpu("desktop", None)
 
 
-def test_plugin_library_must_exist(tmp_path):
-    with pytest.raises(FileNotFoundError, match="build kernels/ first"):
-        trt_export.load_plugin_library(object(), tmp_path / "missing.so", None)
+def test_plugin_library_must_exist_and_load(tmp_path):
+    with pytest.raises(PluginLibraryError, match=r"missing\.so is missing: build it on this dev"):
+        trt_home.load_plugin_library(object(), tmp_path / "missing.so", None)
+    (tmp_path / "junk.so").write_bytes(b"not a shared library")
+    with pytest.raises(PluginLibraryError, match=r"junk\.so does not load \("):
+        trt_home.load_plugin_library(object(), tmp_path / "junk.so", None)
 
 
 @pytest.mark.skipif(
@@ -233,7 +241,7 @@ def test_build_engine_without_tensorrt_says_what_is_missing(tmp_path):
     not HAVE_TRT, reason="TensorRT is not installed (JetPack or pip install tensorrt)"
 )
 def test_build_engine_on_a_tensorrt_machine(tmp_path):
-    gpu = trt_export.gpu_info()
+    gpu = trt_home.gpu_info()
     if gpu is None:
         pytest.skip("TensorRT is installed but no CUDA GPU is visible")
     import tensorrt
@@ -250,3 +258,63 @@ def test_build_engine_on_a_tensorrt_machine(tmp_path):
     runtime = tensorrt.Runtime(tensorrt.Logger(tensorrt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine((tmp_path / "a.engine").read_bytes())
     assert engine is not None and engine.num_io_tensors == 2
+
+
+def _library_reporting(tmp_path, version: int):
+    """A real shared library exporting cotokPluginTensorRTVersion() (as the plugin does)."""
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler (cc/gcc) found")
+    src = tmp_path / "v.c"
+    src.write_text(f"int cotokPluginTensorRTVersion(void) {{ return {version}; }}\n")
+    lib = tmp_path / f"libv{version}.so"
+    subprocess.run([cc, "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
+    return lib
+
+
+class _Registry:
+    """What the loader asks of TensorRT after its own checks (TensorRT is not installed)."""
+
+    def __init__(self, version: str):
+        self.__version__ = version
+        self.loaded: list[str] = []
+
+    def init_libnvinfer_plugins(self, logger, namespace):
+        pass
+
+    def get_plugin_registry(self):
+        return self
+
+    def load_library(self, path):
+        self.loaded.append(path)
+        return object()
+
+
+def test_plugin_library_built_for_another_tensorrt_major_is_refused(tmp_path):
+    lib = _library_reporting(tmp_path, 100300)  # headers of TensorRT 10.3.0
+    ok = _Registry("10.3.0.30")
+    assert trt_home.load_plugin_library(ok, lib) is not None and ok.loaded == [str(lib)]
+    other = _Registry("11.1.0")
+    with pytest.raises(PluginLibraryError, match=r"compiled against TensorRT 10\.3 headers, this"):
+        trt_home.load_plugin_library(other, lib)
+    assert other.loaded == []
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed here")
+def test_bundle_engines_without_tensorrt_say_what_is_missing(tmp_path):
+    from cotok_edge.manifest import Manifest
+    from cotok_edge.runtime.backends.tensorrt.build import build_bundle_engines
+
+    graphs = {
+        g: {"file": f"{g}.onnx", "inputs": ENC_INPUTS}
+        for g in ("video_encoder", "question_decoder")
+    }
+    manifest = Manifest(
+        target="jetson-orin", precision="fp16", model_config={}, onnx={"graphs": graphs},
+    )  # fmt: skip
+    with pytest.raises(TensorRTUnavailable, match="tensorrt Python package is not installed"):
+        build_bundle_engines(tmp_path, manifest, None, log=lambda m: None)
+    assert trt_home.gpu_info() is None or "compute_capability" in trt_home.gpu_info()

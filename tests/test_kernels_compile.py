@@ -2,6 +2,11 @@
 
 No GPU is needed: these build the code without running it. Each test skips,
 saying why, where its compiler or TensorRT headers are missing.
+
+The plugin is compiled (not linked) against the real public headers of every
+TensorRT version a bundle may meet: ``tensorrt-headers/<version>/include`` in
+the shared folder beside the repository (``<repo>/../shared/tensorrt-headers``),
+or in ``$COTOK_TENSORRT_HEADERS`` when set.
 """
 
 from __future__ import annotations
@@ -14,10 +19,15 @@ from pathlib import Path
 
 import cotok_edge.kernels as kernels_pkg
 import pytest
-from cotok_edge.kernels.cuda_tokenlearner import build_library, load_library
+from cotok_edge.kernels.cuda_tokenlearner import build_library, find_nvcc, load_library
 
 KERNELS = Path(kernels_pkg.__file__).resolve().parent
 CSRC = KERNELS / "csrc"
+REPO = Path(__file__).resolve().parent.parent
+#: TensorRT versions whose headers the plugin must compile against: JetPack 6 and 11.x.
+TENSORRT_HEADER_VERSIONS = ("10.3", "11.1")
+WARNINGS = ["-Wall", "-Wextra", "-Werror"]
+PLUGIN_EXPORTS = {"getCreators", "setLoggerFinder", "cotokPluginTensorRTVersion"}
 C_ABI = [
     "cotok_tokenlearner_forward",
     "cotok_tokenlearner_workspace_size",
@@ -25,13 +35,6 @@ C_ABI = [
     "cotok_tokenlearner_default_splits",
     "cotok_status_string",
 ]
-
-
-def _find_nvcc() -> str | None:
-    for candidate in (os.environ.get("NVCC"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
 
 
 def _cuda_home(nvcc: str) -> Path:
@@ -57,6 +60,19 @@ def _find_tensorrt_include() -> Path | None:
     return None
 
 
+def tensorrt_headers_root() -> Path:
+    """``$COTOK_TENSORRT_HEADERS``, else ``<repo>/../shared/tensorrt-headers``."""
+    env = os.environ.get("COTOK_TENSORRT_HEADERS")
+    return Path(env) if env else REPO.parent / "shared" / "tensorrt-headers"
+
+
+def _cxx() -> str:
+    cxx = shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no C++ compiler found")
+    return cxx
+
+
 def _run(cmd: list[str]) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
@@ -64,7 +80,7 @@ def _run(cmd: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def nvcc() -> str:
-    path = _find_nvcc()
+    path = find_nvcc()
     if path is None:
         pytest.skip("nvcc not found (set NVCC or put the CUDA toolkit on PATH)")
     return path
@@ -128,18 +144,68 @@ def test_header_is_plain_c(nvcc, tmp_path):
           str(src), "-o", str(tmp_path / "use.o")])  # fmt: skip
 
 
-def test_plugin_compiles_against_tensorrt(nvcc, tmp_path):
+@pytest.mark.parametrize("version", TENSORRT_HEADER_VERSIONS)
+def test_plugin_compiles_against_the_real_tensorrt_headers(version, nvcc, tmp_path):
+    """The plugin compiles with -Wall -Wextra -Werror against TensorRT <version>'s headers,
+    exports the plugin-library entry points, and says which headers it was built against."""
+    include = tensorrt_headers_root() / version / "include"
+    if not include.is_dir():
+        pytest.skip(
+            f"TensorRT {version} headers not found at {include} (the shared folder beside "
+            "the repository, or set COTOK_TENSORRT_HEADERS)"
+        )
+    obj = tmp_path / f"tokenlearner_plugin-{version}.o"
+    _run([
+        _cxx(), "-std=c++17", *WARNINGS, "-c", "-fPIC", "-fvisibility=hidden",
+        f"-I{CSRC}", f"-isystem{include}", f"-isystem{_cuda_include(nvcc)}",
+        str(CSRC / "tokenlearner_plugin.cpp"), "-o", str(obj),
+    ])  # fmt: skip
+    nm = shutil.which("nm")
+    if nm:
+        out = subprocess.run([nm, "--defined-only", str(obj)], capture_output=True, text=True)
+        defined = {line.split()[-1] for line in out.stdout.splitlines() if " T " in line}
+        assert PLUGIN_EXPORTS <= defined, defined
+    # The version macro the library reports is the headers' own.
+    src = tmp_path / "version.cpp"
+    major, minor = (int(x) for x in version.split("."))
+    src.write_text(
+        '#include "tokenlearner_plugin.h"\n'
+        f"static_assert(COTOK_PLUGIN_TENSORRT_VERSION / 100 == {major * 100 + minor}, "
+        '"headers of another TensorRT version");\n'
+    )
+    _run([_cxx(), "-std=c++17", *WARNINGS, "-fsyntax-only", f"-I{CSRC}",
+          f"-isystem{include}", f"-isystem{_cuda_include(nvcc)}", str(src)])  # fmt: skip
+
+
+def test_plugin_refuses_tensorrt_headers_older_than_10_3(nvcc, tmp_path):
+    """A TensorRT without IPluginV3 (before 10.3 here) is a clear #error, not a page of errors."""
+    include = tensorrt_headers_root() / "10.3" / "include"
+    if not include.is_dir():
+        pytest.skip(f"TensorRT 10.3 headers not found at {include}")
+    old = tmp_path / "include"
+    shutil.copytree(include, old)
+    version_h = old / "NvInferVersion.h"
+    version_h.write_text(
+        version_h.read_text().replace("#define NV_TENSORRT_MAJOR 10", "#define NV_TENSORRT_MAJOR 8")
+    )
+    proc = subprocess.run(
+        [_cxx(), "-std=c++17", "-fsyntax-only", f"-I{CSRC}", f"-isystem{old}",
+         f"-isystem{_cuda_include(nvcc)}", str(CSRC / "tokenlearner_plugin.cpp")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "needs TensorRT 10.3 or later" in proc.stderr
+
+
+def test_plugin_compiles_against_installed_tensorrt(nvcc, tmp_path):
     include = _find_tensorrt_include()
     if include is None:
         pytest.skip(
             "TensorRT headers (NvInferRuntime.h) not found under TENSORRT_ROOT, "
             "/usr/local/tensorrt or /usr; the plugin is only compiled where TensorRT is installed"
         )
-    cxx = shutil.which("c++") or shutil.which("g++")
-    if cxx is None:
-        pytest.skip("no C++ compiler found")
     _run([
-        cxx, "-std=c++17", "-Wall", "-Wextra", "-fsyntax-only",
+        _cxx(), "-std=c++17", *WARNINGS, "-fsyntax-only",
         f"-I{CSRC}", f"-isystem{include}", f"-isystem{_cuda_include(nvcc)}",
         str(CSRC / "tokenlearner_plugin.cpp"),
     ])  # fmt: skip

@@ -18,7 +18,8 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip ins
 
 from test_runtime_fixtures import shared_bundle, shared_clips  # noqa: E402
 
-from cotok_edge.bundle import BUNDLE_FORMAT, write_manifest  # noqa: E402
+from cotok_edge.bundle import BUNDLE_FORMAT, Manifest, write_manifest  # noqa: E402
+from cotok_edge.manifest import EngineInfo  # noqa: E402
 from cotok_edge.runtime import (  # noqa: E402
     Answer,
     BackendUnavailableError,
@@ -31,7 +32,7 @@ from cotok_edge.runtime import (  # noqa: E402
     load,
 )
 from cotok_edge.runtime import api as runtime_api  # noqa: E402
-from cotok_edge.runtime.tensorrt import check_engine_compat  # noqa: E402
+from cotok_edge.runtime.backends.tensorrt.runtime import check_engine_compat  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -204,7 +205,7 @@ def test_feature_grids_match_the_model(bundle):
     from cotok_edge.model.config import CoTokConfig
 
     qa = load(bundle, backend="onnxruntime")
-    cfg = CoTokConfig.from_dict(qa.manifest["model_config"])
+    cfg = CoTokConfig.from_dict(qa.manifest.model_config)
     assert qa.grids == {s.name: s.feature_grid for s in cfg.streams}
 
 
@@ -274,6 +275,28 @@ def test_unknown_format_version(bundle, tmp_path):
         load(root)
 
 
+def test_a_format_1_bundle_still_loads_and_answers(bundle, tmp_path, ort_qa, clips):
+    root = _copy(bundle, tmp_path)
+    m = json.loads((root / "manifest.json").read_text())
+    m.update(format="cotok-bundle/1", plugin=False)
+    (root / "manifest.json").write_text(json.dumps(m))
+    qa = load(root, backend="onnxruntime")
+    assert qa.manifest.format == BUNDLE_FORMAT and qa.manifest.plugin is None
+    clip = clips[0]
+    assert qa.answer(clip.frames, clip.questions[0]).text == (
+        ort_qa.answer(clip.frames, clip.questions[0]).text
+    )
+
+
+def test_a_manifest_field_of_the_wrong_kind_is_named(bundle, tmp_path):
+    root = _copy(bundle, tmp_path)
+    m = json.loads((root / "manifest.json").read_text())
+    m["onnx"]["question_tokens"] = "sixteen"
+    (root / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="onnx: field 'question_tokens' must be an integer"):
+        load(root)
+
+
 @pytest.mark.parametrize(
     "victim, backend",
     [("question_decoder.onnx", "onnxruntime"), ("tokenizer.json", "onnxruntime"),
@@ -309,10 +332,9 @@ def _with_engine(bundle: Path, tmp_path: Path, plugin: str | None) -> Path:
     root = _copy(bundle, tmp_path)
     (root / "model.engine").write_bytes(b"not an engine")
     m = json.loads((root / "manifest.json").read_text())
-    m.pop("files")
     m["engine"] = {"file": "model.engine", "tensorrt": "10.3.0", "compute_capability": [8, 7],
                    "plugin_library": plugin}  # fmt: skip
-    write_manifest(root, {k: v for k, v in m.items() if k != "format"})
+    write_manifest(root, Manifest.from_json(m))
     return root
 
 
@@ -333,9 +355,10 @@ def test_auto_skips_tensorrt_it_cannot_run_and_says_why(bundle, tmp_path, capsys
 
 
 def test_engine_for_another_gpu_or_tensorrt_version():
-    engine = {"file": "model.engine", "tensorrt": "10.3.0.30", "compute_capability": [8, 7]}
-    manifest = {"target": "jetson-orin", "precision": "int8", "checkpoint": "checkpoint/"}
-    kw = {"bundle": "/b", "manifest": manifest}
+    engine = EngineInfo.from_json(
+        {"file": "model.engine", "tensorrt": "10.3.0.30", "compute_capability": [8, 7]}
+    )
+    kw = {"bundle": "/b"}
     check_engine_compat(engine, "10.3.0.26", (8, 7), **kw)  # same major.minor.patch: fine
     with pytest.raises(EngineMismatchError) as e:
         check_engine_compat(engine, "10.3.0", (9, 0), **kw)
@@ -387,8 +410,8 @@ def test_long_question_is_truncated_with_a_warning_naming_it(ort_qa, clips):
 
 def test_tensorrt_explain_refuses_with_a_pointer():
     from cotok_edge.runtime.backends import DecodeResult  # noqa: F401
+    from cotok_edge.runtime.backends.tensorrt.runtime import TensorRTBackend
     from cotok_edge.runtime.errors import ExplainUnavailableError
-    from cotok_edge.runtime.tensorrt import TensorRTBackend
 
     # The check does not need an engine: decode(maps=True) refuses before touching one.
     be = TensorRTBackend.__new__(TensorRTBackend)
@@ -397,15 +420,20 @@ def test_tensorrt_explain_refuses_with_a_pointer():
 
 
 # TensorRT (only where it is installed, with an engine built on this device) ------------
-@needs_trt
-def test_tensorrt_answers_like_onnxruntime(clips):  # pragma: no cover - needs a device
+@pytest.fixture
+def trt_bundle() -> str:  # pragma: no cover - needs a device
     import os
 
     root = os.environ.get("COTOK_TRT_BUNDLE")
     if not root:
         pytest.skip("set COTOK_TRT_BUNDLE to a bundle with an engine built on this device")
-    trt_qa = load(root, backend="tensorrt")
-    ort_ref = load(root, backend="onnxruntime")
+    return root
+
+
+@needs_trt
+def test_tensorrt_answers_like_onnxruntime(trt_bundle, clips):  # pragma: no cover - needs a device
+    trt_qa = load(trt_bundle, backend="tensorrt")
+    ort_ref = load(trt_bundle, backend="onnxruntime")
     for clip in clips:
         got = trt_qa.answer(clip.frames, clip.questions)
         want = ort_ref.answer(clip.frames, clip.questions)
@@ -413,13 +441,8 @@ def test_tensorrt_answers_like_onnxruntime(clips):  # pragma: no cover - needs a
 
 
 @needs_trt
-def test_tensorrt_threads_give_the_serial_answers(clips):  # pragma: no cover - needs a device
-    import os
-
-    root = os.environ.get("COTOK_TRT_BUNDLE")
-    if not root:
-        pytest.skip("set COTOK_TRT_BUNDLE to a bundle with an engine built on this device")
-    qa = load(root, backend="tensorrt")
+def test_tensorrt_threads_give_the_serial_answers(trt_bundle, clips):  # pragma: no cover
+    qa = load(trt_bundle, backend="tensorrt")
     serial = [qa.answer(c.frames, c.questions[0]).text for c in clips]
     out: list[list[str]] = []
 
@@ -437,3 +460,22 @@ def test_tensorrt_threads_give_the_serial_answers(clips):  # pragma: no cover - 
 def test_bundle_format_constant_is_what_the_runtime_reads(bundle):
     m = json.loads((bundle / "manifest.json").read_text())
     assert m["format"] == BUNDLE_FORMAT
+
+
+def test_load_picks_from_the_backend_registry(bundle, monkeypatch):
+    """``auto`` walks the registry in order; a backend registered there is what loads."""
+    from cotok_edge.runtime import backends
+
+    assert tuple(backends.REGISTRY) == ("tensorrt", "onnxruntime", "torch")
+    assert runtime_api.BACKENDS == tuple(backends.REGISTRY)
+
+    class Unavailable(backends.OnnxRuntimeBackend):
+        @classmethod
+        def unavailable(cls):
+            return "switched off in this test"
+
+    reg = {"onnxruntime": Unavailable, "torch": backends.REGISTRY["torch"]}
+    monkeypatch.setattr(runtime_api, "REGISTRY", reg)
+    qa = load(bundle, verbose=False)
+    assert qa.backend == "torch"
+    assert "onnxruntime: switched off in this test" in qa.backend_note

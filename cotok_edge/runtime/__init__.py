@@ -8,7 +8,8 @@
     qa.answer_batch([(video, q), ...])
     qa.explain("clip.mp4", "q", "why.png")       # TokenLearner maps + stream contributions
 
-Backends differ only in inference (:mod:`.backends`, :mod:`.tensorrt`); decoding,
+Backends differ only in inference (:mod:`.backends`, one module or package per backend,
+picked by ``load`` from ``backends.REGISTRY``); decoding,
 sampling, tokenising and detokenising are shared (:mod:`.api`). Importing this package,
 and using it with the onnxruntime or tensorrt backend, imports neither torch nor
 modelopt. Errors a caller can cause are ``ValueError`` subclasses (:mod:`.errors`).

@@ -4,14 +4,14 @@ Per call: the video is decoded and sampled into the model's streams once
 (:mod:`cotok_edge.data.video`), the questions are tokenised (the bundle's
 ``tokenizer.json``), the backend runs the video encoder once per clip and the question
 decoder once per batch of questions, and the answer tokens are detokenised. Only the
-two inference calls differ between backends (:class:`~cotok_edge.runtime.backends.Backend`).
+two inference calls differ between backends (:class:`~cotok_edge.runtime.backends.Backend`),
+picked from :data:`~cotok_edge.runtime.backends.REGISTRY`.
 
 With the ``onnxruntime`` or ``tensorrt`` backend nothing here imports torch.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import os
@@ -26,12 +26,12 @@ from typing import Any, Union
 
 import numpy as np
 
-from cotok_edge.bundle import BundleError, read_manifest, verify_files
-from cotok_edge.data.text import EOS_ID, PAD_ID, decode_answer, load_tokenizer
+from cotok_edge.bundle import BundleError, Manifest, read_manifest, verify_files
+from cotok_edge.data.text import decode_answer, load_tokenizer
 from cotok_edge.data.video import Streams, VideoDecodeError, load_streams, sample_frames
 
 from . import explain as _explain
-from .backends import Backend, DecodeResult, OnnxRuntimeBackend, TorchBackend
+from .backends import REGISTRY, Backend, DecodeResult, LoadOptions
 from .errors import (
     BackendUnavailableError,
     EngineMismatchError,
@@ -45,8 +45,8 @@ __all__ = ["BACKENDS", "Answer", "VideoLike", "VideoQA", "load"]
 
 log = logging.getLogger("cotok_edge.runtime")
 
-#: Backends in the order ``auto`` tries them (fastest first).
-BACKENDS = ("tensorrt", "onnxruntime", "torch")
+#: Backends in the order ``auto`` tries them (fastest first): the registry's names.
+BACKENDS = tuple(REGISTRY)
 #: Frame rate assumed for in-memory frames when none is given (only the sampling
 #: instants' times depend on it: every stream spans all the frames either way).
 DEFAULT_FPS = 30.0
@@ -86,7 +86,7 @@ class VideoQA:
     Attributes:
         backend: ``"tensorrt"``, ``"onnxruntime"`` or ``"torch"``.
         backend_note: which backend ``load`` chose and why (what ``auto`` skipped).
-        bundle: the bundle folder; manifest: its manifest.
+        bundle: the bundle folder; manifest: its :class:`~cotok_edge.manifest.Manifest`.
         question_tokens: L, the question length the graphs take (longer questions are
             truncated with a warning).
         max_batch: questions (and clips) per inference call.
@@ -103,7 +103,7 @@ class VideoQA:
     def __init__(
         self,
         bundle: Path,
-        manifest: dict[str, Any],
+        manifest: Manifest,
         inference: Backend,
         tokenizer: Any,
         note: str = "",
@@ -114,24 +114,14 @@ class VideoQA:
         self.backend: str = inference.name
         self.backend_note = note
         self.tokenizer = tokenizer
-        cfg = manifest["model_config"]
-        spec = manifest["onnx"]
-        self.stream_specs: list[tuple[str, int, int]] = [
-            (s["name"], int(s["frames"]), int(s["size"])) for s in cfg["streams"]
-        ]
-        self.stream_names = [s[0] for s in self.stream_specs]
-        self.grids = {s["name"]: _explain.feature_grid(s) for s in cfg["streams"]}
-        text = cfg.get("text", {})
-        self.question_tokens = int(spec.get("question_tokens", text.get("max_question_tokens", 32)))
-        self.pad_id = int(spec.get("tokens", {}).get("pad_id", text.get("pad_id", PAD_ID)))
-        self.eos_id = int(spec.get("tokens", {}).get("eos_id", text.get("eos_id", EOS_ID)))
-        batch = spec.get("batch") or {"mode": "dynamic"}
-        self.fixed_batch: int | None = None
-        if batch.get("mode") == "fixed":
-            self.fixed_batch = int(batch["size"])
-            self.max_batch = self.fixed_batch
-        else:
-            self.max_batch = int((batch.get("profile") or {}).get("max", 8))
+        self.stream_specs: list[tuple[str, int, int]] = manifest.stream_specs
+        self.stream_names = manifest.stream_names
+        self.grids = {s["name"]: _explain.feature_grid(s) for s in manifest.model_config["streams"]}
+        self.question_tokens = manifest.question_tokens
+        self.pad_id = manifest.pad_id
+        self.eos_id = manifest.eos_id
+        self.fixed_batch: int | None = manifest.fixed_batch
+        self.max_batch = manifest.max_batch
 
     def __repr__(self) -> str:
         return f"VideoQA(bundle={str(self.bundle)!r}, backend={self.backend!r})"
@@ -403,72 +393,24 @@ class VideoQA:
 
 
 # Loading ----------------------------------------------------------------------------
-def _graph_file(manifest: Mapping[str, Any], key: str, root: Path) -> str | None:
-    g = (manifest["onnx"].get("graphs") or {}).get(key)
-    if g is None:
-        return None
-    if not isinstance(g, Mapping) or "file" not in g:
-        raise BundleError(f"bundle {root}: manifest onnx.graphs.{key} has no 'file'")
-    return str(g["file"])
-
-
-def _need_graph(manifest: Mapping[str, Any], key: str, root: Path) -> str:
-    f = _graph_file(manifest, key, root)
-    if f is None:
-        raise BundleError(f"bundle {root}: manifest lists no {key} graph (onnx.graphs.{key})")
-    return f
-
-
-def _importable(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _make_backend(
-    name: str,
-    root: Path,
-    manifest: dict[str, Any],
-    streams: list[str],
-    *,
-    providers: Sequence[str] | None,
-    threads: int | None,
-    spin: bool,
-    device: str,
-) -> Backend:
-    """Verify the files ``name`` uses (sha256) and build it."""
-    if name == "onnxruntime":
-        enc = _need_graph(manifest, "video_encoder", root)
-        dec = _need_graph(manifest, "question_decoder", root)
-        exp = _graph_file(manifest, "question_decoder_explain", root)
-        verify_files(root, manifest, [enc, dec] + ([exp] if exp else []))
-        return OnnxRuntimeBackend(
-            streams, root / enc, root / dec, None if exp is None else root / exp,
-            providers=providers, threads=threads, spin=spin,
-        )  # fmt: skip
-    if name == "torch":
-        ckpt = manifest.get("checkpoint")
-        if not ckpt:
-            raise BackendUnavailableError(
-                f"backend 'torch': bundle {root} has no checkpoint (manifest 'checkpoint')"
-            )
-        ckpt = str(ckpt).rstrip("/") + "/"
-        verify_files(root, manifest, [ckpt])
-        return TorchBackend(streams, root / ckpt, device=device)
-    if name == "tensorrt":
-        from .tensorrt import TensorRTBackend, engine_files
-
-        engine = manifest.get("engine") or {}
-        enc = _need_graph(manifest, "video_encoder", root)
-        dec = _need_graph(manifest, "question_decoder", root)
-        if engine_files(engine):
-            verify_files(root, manifest, engine_files(engine) + [enc, dec])
-        return TensorRTBackend(
-            streams, root, manifest,
-            onnx_files={"video_encoder": root / enc, "question_decoder": root / dec},
-        )  # fmt: skip
-    raise ValueError(f"backend: unknown {name!r}; choose auto or one of {', '.join(BACKENDS)}")
+def _pick(
+    backend: str, root: Path, manifest: Manifest, options: LoadOptions
+) -> tuple[Backend, list[str]]:
+    """The named backend, or for ``auto`` the first of :data:`REGISTRY` that can run here;
+    with what ``auto`` skipped and why."""
+    if backend != "auto":
+        return REGISTRY[backend].from_bundle(root, manifest, options), []
+    skipped: list[str] = []
+    for name, cls in REGISTRY.items():
+        reason = cls.skip_reason(manifest) or cls.unavailable()
+        if reason is not None:
+            skipped.append(f"{name}: {reason}")
+            continue
+        try:
+            return cls.from_bundle(root, manifest, options), skipped
+        except (BackendUnavailableError, EngineMismatchError, PluginLibraryError) as e:
+            skipped.append(f"{name}: {e}")
+    raise BackendUnavailableError(f"bundle {root}: no backend can run here ({'; '.join(skipped)})")
 
 
 def load(
@@ -510,53 +452,17 @@ def load(
     """
     root = Path(bundle_dir)
     manifest = read_manifest(root)
-    if backend != "auto" and backend not in BACKENDS:
+    if backend != "auto" and backend not in REGISTRY:
         raise ValueError(f"backend: unknown {backend!r}; choose auto or one of {BACKENDS}")
-    cfg = manifest["model_config"]
-    if not isinstance(cfg, Mapping) or not cfg.get("streams"):
-        raise BundleError(f"bundle {root}: manifest model_config has no streams")
-    streams = [str(s["name"]) for s in cfg["streams"]]
-    tok_rel = str(manifest.get("tokenizer") or "tokenizer.json")
+    tok_rel = manifest.tokenizer
     verify_files(root, manifest, [tok_rel])
     try:
         tokenizer = load_tokenizer(root / tok_rel)
     except (OSError, ValueError) as e:
         raise BundleError(f"bundle {root}: {tok_rel}: {e}") from None
 
-    skipped: list[str] = []
-    chosen: Backend | None = None
-    if backend != "auto":
-        chosen = _make_backend(
-            backend, root, manifest, streams,
-            providers=providers, threads=threads, spin=spin, device=device,
-        )  # fmt: skip
-    else:
-        for name in BACKENDS:
-            if name == "tensorrt":
-                if not manifest.get("engine"):
-                    skipped.append("tensorrt: no engine in the bundle")
-                    continue
-                if not _importable("tensorrt"):
-                    skipped.append("tensorrt: TensorRT not installed")
-                    continue
-            if name == "onnxruntime" and not _importable("onnxruntime"):
-                skipped.append("onnxruntime: not installed")
-                continue
-            if name == "torch" and not _importable("torch"):
-                skipped.append("torch: not installed")
-                continue
-            try:
-                chosen = _make_backend(
-                    name, root, manifest, streams,
-                    providers=providers, threads=threads, spin=spin, device=device,
-                )  # fmt: skip
-                break
-            except (BackendUnavailableError, EngineMismatchError, PluginLibraryError) as e:
-                skipped.append(f"{name}: {e}")
-        if chosen is None:
-            raise BackendUnavailableError(
-                f"bundle {root}: no backend can run here ({'; '.join(skipped)})"
-            )
+    options = LoadOptions(providers=providers, threads=threads, spin=spin, device=device)
+    chosen, skipped = _pick(backend, root, manifest, options)
     note = f"cotok_edge.runtime: backend {chosen.name} [{chosen.describe()}]"
     if skipped:
         note += f" (skipped {'; '.join(skipped)})"

@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from cotok_edge.bundle import Manifest, write_manifest
+
 __all__ = ["write_dev_bundle"]
 
 
@@ -21,7 +23,7 @@ def write_dev_bundle(
     tokenizer: str | Path | None = None,
     *,
     explain: bool = True,
-) -> dict[str, Any]:
+) -> Manifest:
     """Export ``model`` (a ``CoTokVQA``) into the empty or new folder ``out``; return the manifest.
 
     ``tokenizer``: the ``tokenizer.json`` to ship (default: the shipped model's).
@@ -30,7 +32,6 @@ def write_dev_bundle(
     import onnxruntime
     import torch
 
-    from cotok_edge.bundle import write_manifest
     from cotok_edge.export.onnx import export_model
     from cotok_edge.model.vqa import DEFAULT_CHECKPOINT
 
@@ -41,21 +42,17 @@ def write_dev_bundle(
         Path(tokenizer or DEFAULT_CHECKPOINT / "tokenizer.json"), out / "tokenizer.json"
     )
     model.save_pretrained(out / "checkpoint")
-    return write_manifest(
-        out,
-        {
-            "target": "cpu",
-            "precision": "fp32",
-            "model_config": model.config.to_dict(),
-            "onnx": spec,
-            "tokenizer": "tokenizer.json",
-            "checkpoint": "checkpoint/",
-            "engine": None,
-            "versions": {
-                "torch": torch.__version__,
-                "onnx": onnx.__version__,
-                "onnxruntime": onnxruntime.__version__,
-            },
-            "parity": None,
+    manifest = Manifest(
+        target="cpu",
+        precision="fp32",
+        model_config=model.config.to_dict(),
+        onnx=spec,
+        tokenizer="tokenizer.json",
+        checkpoint="checkpoint/",
+        versions={
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
         },
     )
+    return write_manifest(out, manifest)

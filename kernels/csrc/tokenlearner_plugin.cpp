@@ -338,3 +338,8 @@ extern "C" IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
     nbCreators = 1;
     return sCreators;
 }
+
+extern "C" int32_t cotokPluginTensorRTVersion()
+{
+    return COTOK_PLUGIN_TENSORRT_VERSION;
+}

@@ -16,19 +16,40 @@
  * The library exports the two entry points TensorRT looks for when it loads
  * a plugin library (trtexec --dynamicPlugins, IPluginRegistry::loadLibrary,
  * IBuilderConfig::setPluginsToSerialize): setLoggerFinder and getCreators.
+ *
+ * TensorRT versions: one source for 10.3 (JetPack 6) .. 11.x, compiled in CI
+ * against the real public headers of 10.3 and 11.1. The IPluginV3 interfaces
+ * are the same in both; nvinfer1::ILoggerFinder is not: 11.x derives it from
+ * IVersionedInterface, which shifts findLogger() in its vtable, so a library
+ * compiled against 10.x headers would call the wrong function when TensorRT
+ * 11 hands it a logger finder (and the other way round). The library must be
+ * built against the headers of the TensorRT that loads it (finish_on_device.sh
+ * builds it on the device); cotokPluginTensorRTVersion() says which headers it
+ * was built against, so a loader can refuse a mismatch before TensorRT calls
+ * setLoggerFinder.
  */
 #ifndef COTOK_TOKENLEARNER_PLUGIN_H
 #define COTOK_TOKENLEARNER_PLUGIN_H
 
 #include <NvInferRuntime.h>
+#include <NvInferVersion.h>
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#if !defined(NV_TENSORRT_MAJOR) || NV_TENSORRT_MAJOR < 10 || (NV_TENSORRT_MAJOR == 10 && NV_TENSORRT_MINOR < 3)
+#error "CoTokTokenLearner needs TensorRT 10.3 or later (IPluginV3, getCreators)"
+#endif
+
+//! The TensorRT version of the headers this library is compiled against, as
+//! major * 10000 + minor * 100 + patch (10.3.0 -> 100300).
+#define COTOK_PLUGIN_TENSORRT_VERSION (NV_TENSORRT_MAJOR * 10000 + NV_TENSORRT_MINOR * 100 + NV_TENSORRT_PATCH)
+
 namespace cotok
 {
 
+// Also in cotok_edge/contract.py (the ONNX export and the runtime read them there).
 constexpr char const* kPluginName = "CoTokTokenLearner";
 constexpr char const* kPluginVersion = "1";
 constexpr char const* kPluginNamespace = "cotok";
@@ -115,6 +136,9 @@ extern "C"
     // Entry points TensorRT resolves when it loads this library as a plugin library.
     COTOK_PLUGIN_API void setLoggerFinder(nvinfer1::ILoggerFinder* finder);
     COTOK_PLUGIN_API nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators);
+    // COTOK_PLUGIN_TENSORRT_VERSION: which TensorRT headers the library was built against
+    // (callable with ctypes before TensorRT loads the library).
+    COTOK_PLUGIN_API int32_t cotokPluginTensorRTVersion();
 }
 
 #endif // COTOK_TOKENLEARNER_PLUGIN_H

@@ -1,23 +1,21 @@
-"""TensorRT backend: the bundle's serialized engine(s), run with the TensorRT 10.x Python API.
+"""TensorRT backend: the bundle's serialized engine(s), run with the TensorRT Python API.
 
 Thin on purpose, and imported lazily: ``tensorrt`` and a CUDA binding (``pycuda``, else
-``cuda-python``) exist only on the device. What it does:
+``cuda-python``) exist only on the device. Uses the calls documented for TensorRT 10.x
+and 11.x alike (``execute_async_v3``, named I/O tensors). What it does:
 
 1. check the engine's recorded TensorRT version and compute capability against this
    device (:func:`check_engine_compat`, pure, so it is tested without TensorRT); an
    engine is tied to both, and the error says to rebuild on this device, with the
    command;
-2. load the fused TokenLearner plugin library (``ctypes.CDLL`` with ``RTLD_GLOBAL`` so
-   a missing dependency is reported by name, then ``IPluginRegistry.load_library``,
-   which is what registers IPluginV3 creators);
+2. load the fused TokenLearner plugin library (:func:`~.load_plugin_library`);
 3. ``IRuntime.deserialize_cuda_engine``; one ``IExecutionContext`` and CUDA stream per
    calling thread (contexts are not thread-safe; the engine is), device buffers per
    thread, grown as needed; ``set_input_shape``/``set_tensor_address`` and
    ``execute_async_v3``.
 
-The manifest's ``engine`` entry is ``{"file": ..., "tensorrt": version,
-"compute_capability": [major, minor], "plugin_library": path or null}``; ``"files":
-{graph: file}`` (one engine per graph) is read too. Each engine's role comes from its
+The manifest's ``engine`` entry is :class:`cotok_edge.manifest.EngineInfo` (the engine
+files, TensorRT version, compute capability, plugin library). Each engine's role comes from its
 I/O tensor names: stream inputs (``s1``...) make a video encoder, ``question_ids`` a
 question decoder, both a fused engine. A half with no engine (e.g. a decoder-only
 engine) runs its ONNX graph with ONNX Runtime instead, and ``describe()`` says so.
@@ -25,8 +23,6 @@ engine) runs its ONNX graph with ONNX Runtime instead, and ``describe()`` says s
 
 from __future__ import annotations
 
-import ctypes
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,46 +30,42 @@ from typing import Any
 
 import numpy as np
 
-from .backends import Backend, DecodeResult, OnnxRuntimeBackend
-from .errors import (
+from cotok_edge.bundle import verify_files
+from cotok_edge.contract import (
+    ANSWER_IDS,
+    ANSWER_SCORES,
+    QUESTION_DECODER,
+    QUESTION_IDS,
+    QUESTION_MASK,
+    VIDEO_ENCODER,
+    is_feature_name,
+)
+from cotok_edge.manifest import EngineInfo, Manifest
+
+from ...errors import (
     BackendUnavailableError,
     EngineMismatchError,
     ExplainUnavailableError,
     PluginLibraryError,
 )
+from ..base import Backend, DecodeResult, Features, LoadOptions, importable
+from ..onnxruntime import OnnxRuntimeBackend, bundle_graph
+from . import Cuda, import_tensorrt, load_plugin_library, parse_trt_version, rebuild_command
 
 __all__ = [
+    "BundleEngineIOError",
     "TensorRTBackend",
     "check_engine_compat",
-    "engine_files",
     "plugin_library_path",
-    "rebuild_command",
 ]
-
-NOT_INSTALLED = "TensorRT not installed"
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    m = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?", str(version))
-    if not m:
-        raise ValueError(f"not a TensorRT version: {version!r}")
-    return tuple(int(x) for x in m.groups(default="0"))
-
-
-def rebuild_command(bundle: str | Path, manifest: Mapping[str, Any]) -> str:
-    """The command that rebuilds the bundle's engines (and plugin) on this device."""
-    if (Path(bundle) / "finish_on_device.sh").is_file():
-        return f"bash {Path(bundle) / 'finish_on_device.sh'}"
-    return f"python -m cotok_edge.build --finish {Path(bundle)}"
 
 
 def check_engine_compat(
-    engine: Mapping[str, Any],
+    engine: EngineInfo,
     tensorrt_version: str,
     compute_capability: tuple[int, int] | None,
     *,
     bundle: str | Path,
-    manifest: Mapping[str, Any],
 ) -> None:
     """Raise :class:`EngineMismatchError` unless the engine was built with this TensorRT
     (major.minor.patch) for this GPU's compute capability.
@@ -81,11 +73,11 @@ def check_engine_compat(
     ``engine`` is the manifest's ``engine`` entry; ``compute_capability`` is this device's
     (None: no CUDA GPU found).
     """
-    built_v = str(engine.get("tensorrt", "?"))
-    built_cc = engine.get("compute_capability")
+    built_v = engine.tensorrt
+    built_cc = engine.compute_capability
     problems = []
     try:
-        if _version_tuple(built_v) != _version_tuple(tensorrt_version):
+        if parse_trt_version(built_v) != parse_trt_version(tensorrt_version):
             problems.append(f"TensorRT {built_v} (this device has {tensorrt_version})")
     except ValueError:
         problems.append(f"an unreadable TensorRT version {built_v!r}")
@@ -97,24 +89,15 @@ def check_engine_compat(
         problems.append(f"compute capability {want} (this GPU is {have})")
     if problems:
         raise EngineMismatchError(
-            f"bundle {bundle}: {engine.get('file', 'the engine')} was built for "
+            f"bundle {bundle}: {engine.describe()} was built for "
             f"{' and '.join(problems)}; engines are not portable: rebuild on this device: "
-            f"{rebuild_command(bundle, manifest)}"
+            f"{rebuild_command(bundle)}"
         )
 
 
-def engine_files(engine: Mapping[str, Any]) -> list[str]:
-    """Relative paths of the engine file(s) a manifest ``engine`` entry names."""
-    if isinstance(engine.get("files"), Mapping):
-        return [str(f) for f in engine["files"].values()]
-    if engine.get("file"):
-        return [str(engine["file"])]
-    return []
-
-
-def plugin_library_path(bundle: str | Path, engine: Mapping[str, Any]) -> Path | None:
+def plugin_library_path(bundle: str | Path, engine: EngineInfo) -> Path | None:
     """The plugin library an engine needs, checked to exist; None if it needs none."""
-    rel = engine.get("plugin_library")
+    rel = engine.plugin_library
     if not rel:
         return None
     path = Path(bundle) / rel
@@ -127,113 +110,10 @@ def plugin_library_path(bundle: str | Path, engine: Mapping[str, Any]) -> Path |
     return path
 
 
-def _import_tensorrt() -> Any:
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise BackendUnavailableError(
-            f"backend 'tensorrt': {NOT_INSTALLED} (it ships with JetPack; on a desktop "
-            "pip install tensorrt); use backend='onnxruntime'"
-        ) from e
-    return tensorrt
-
-
-class _Cuda:
-    """The few CUDA calls the backend needs, over pycuda or cuda-python (``cudart``)."""
-
-    def __init__(self) -> None:
-        self.kind = ""
-        try:
-            import pycuda.driver as cuda
-
-            cuda.init()
-            self._cuda = cuda
-            self._ctx = cuda.Device(0).retain_primary_context()
-            self.kind = "pycuda"
-            return
-        except ImportError:
-            pass
-        try:
-            try:
-                from cuda.bindings import runtime as cudart
-            except ImportError:
-                from cuda import cudart
-        except ImportError as e:
-            raise BackendUnavailableError(
-                "backend 'tensorrt': neither pycuda nor cuda-python is installed "
-                "(pip install pycuda)"
-            ) from e
-        self._rt = cudart
-        self.kind = "cuda-python"
-
-    def _check(self, result: Any) -> Any:
-        err, *rest = result if isinstance(result, tuple) else (result,)
-        if int(err) != 0:
-            raise RuntimeError(f"CUDA error {err}")
-        return rest[0] if len(rest) == 1 else rest
-
-    def compute_capability(self) -> tuple[int, int] | None:
-        try:
-            if self.kind == "pycuda":
-                return tuple(self._cuda.Device(0).compute_capability())  # type: ignore[return-value]
-            prop = self._check(self._rt.cudaGetDeviceProperties(0))
-            return int(prop.major), int(prop.minor)
-        except Exception:
-            return None
-
-    def push(self) -> None:
-        if self.kind == "pycuda":
-            self._ctx.push()
-
-    def pop(self) -> None:
-        if self.kind == "pycuda":
-            self._cuda.Context.pop()
-
-    def stream(self) -> Any:
-        if self.kind == "pycuda":
-            return self._cuda.Stream()
-        return self._check(self._rt.cudaStreamCreate())
-
-    def stream_handle(self, stream: Any) -> int:
-        return int(stream.handle) if self.kind == "pycuda" else int(stream)
-
-    def alloc(self, nbytes: int) -> Any:
-        if self.kind == "pycuda":
-            return self._cuda.mem_alloc(max(1, nbytes))
-        return self._check(self._rt.cudaMalloc(max(1, nbytes)))
-
-    def ptr(self, buf: Any) -> int:
-        return int(buf)
-
-    def htod(self, dst: Any, src: np.ndarray, stream: Any) -> None:
-        if self.kind == "pycuda":
-            self._cuda.memcpy_htod_async(dst, src, stream)
-        else:
-            kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-            self._check(
-                self._rt.cudaMemcpyAsync(int(dst), src.ctypes.data, src.nbytes, kind, stream)
-            )
-
-    def dtoh(self, dst: np.ndarray, src: Any, stream: Any) -> None:
-        if self.kind == "pycuda":
-            self._cuda.memcpy_dtoh_async(dst, src, stream)
-        else:
-            kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-            self._check(
-                self._rt.cudaMemcpyAsync(dst.ctypes.data, int(src), dst.nbytes, kind, stream)
-            )
-
-    def sync(self, stream: Any) -> None:
-        if self.kind == "pycuda":
-            stream.synchronize()
-        else:
-            self._check(self._rt.cudaStreamSynchronize(stream))
-
-
 class _Engine:
     """One deserialized engine: its I/O, and per-thread contexts, streams and buffers."""
 
-    def __init__(self, trt: Any, runtime: Any, path: Path, cuda: _Cuda, on_fail: str):
+    def __init__(self, trt: Any, runtime: Any, path: Path, cuda: Cuda, on_fail: str):
         self.trt, self.cuda, self.path = trt, cuda, path
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
@@ -310,55 +190,71 @@ class TensorRTBackend(Backend):
     thread_safety = "per-thread execution context, CUDA stream and buffers"
     supports_maps = False
 
+    @classmethod
+    def unavailable(cls) -> str | None:
+        return None if importable("tensorrt") else "TensorRT not installed"
+
+    @classmethod
+    def skip_reason(cls, manifest: Manifest) -> str | None:
+        return "no engine in the bundle" if manifest.engine is None else None
+
+    @classmethod
+    def from_bundle(cls, root: Path, manifest: Manifest, options: LoadOptions) -> TensorRTBackend:
+        enc = bundle_graph(root, manifest, VIDEO_ENCODER)
+        dec = bundle_graph(root, manifest, QUESTION_DECODER)
+        if manifest.engine is not None:
+            verify_files(root, manifest, [*manifest.engine.files.values(), enc, dec])
+        return cls(
+            manifest.stream_names, root, manifest,
+            onnx_files={VIDEO_ENCODER: root / enc, QUESTION_DECODER: root / dec},
+        )  # fmt: skip
+
     def __init__(
         self,
         stream_names: Sequence[str],
         bundle: str | Path,
-        manifest: Mapping[str, Any],
+        manifest: Manifest,
         *,
         onnx_files: Mapping[str, Path] | None = None,
     ):
         super().__init__(stream_names)
-        engine = manifest.get("engine") or {}
-        files = engine_files(engine)
-        if not files:
+        engine = manifest.engine
+        if engine is None:
             raise BackendUnavailableError(
                 f"backend 'tensorrt': bundle {bundle} has no TensorRT engine (it was built on a "
                 f"host without the target GPU); finish it on the device: "
-                f"{rebuild_command(bundle, manifest)}"
+                f"{rebuild_command(bundle)}"
             )
+        files = list(engine.files.values())
         plugin = plugin_library_path(bundle, engine)
-        trt = _import_tensorrt()
-        self._cuda = _Cuda()
+        trt = import_tensorrt()
+        self._cuda = Cuda()
         check_engine_compat(
             engine, trt.__version__, self._cuda.compute_capability(),
-            bundle=bundle, manifest=manifest,
+            bundle=bundle,
         )  # fmt: skip
         self.version = trt.__version__
         logger = trt.Logger(trt.Logger.WARNING)
-        trt.init_libnvinfer_plugins(logger, "")
         if plugin is not None:
             try:
-                ctypes.CDLL(str(plugin), mode=ctypes.RTLD_GLOBAL)
-            except OSError as e:
+                load_plugin_library(trt, plugin, logger)
+            except PluginLibraryError as e:
                 raise PluginLibraryError(
-                    f"bundle {bundle}: plugin library {plugin} does not load ({e}); rebuild it "
-                    f"on this device or rebuild the bundle: {rebuild_command(bundle, manifest)}"
-                ) from e
-            if trt.get_plugin_registry().load_library(str(plugin)) is None:
-                raise PluginLibraryError(
-                    f"bundle {bundle}: TensorRT could not register the plugins in {plugin}"
-                )
+                    f"bundle {bundle}: {e}; or rebuild the bundle's engines: "
+                    f"{rebuild_command(bundle)}"
+                ) from None
+        else:
+            trt.init_libnvinfer_plugins(logger, "")
         runtime = trt.Runtime(logger)
         self._runtime = runtime
-        cmd = rebuild_command(bundle, manifest)
+        cmd = rebuild_command(bundle)
         self.encoder: _Engine | None = None
         self.decoder: _Engine | None = None
         self.fused: _Engine | None = None
         for rel in files:
             eng = _Engine(trt, runtime, Path(bundle) / rel, self._cuda, cmd)
             has_video = any(s in eng.inputs for s in self.stream_names)
-            has_question = "question_ids" in eng.inputs
+            has_question = QUESTION_IDS in eng.inputs
             if has_video and has_question:
                 self.fused = eng
             elif has_video:
@@ -375,7 +271,7 @@ class TensorRTBackend(Backend):
                 )
             # The half without an engine runs its ONNX graph (CUDA provider where present).
             self._ort = OnnxRuntimeBackend(
-                stream_names, onnx_files["video_encoder"], onnx_files["question_decoder"]
+                stream_names, onnx_files[VIDEO_ENCODER], onnx_files[QUESTION_DECODER]
             )
 
     def describe(self) -> str:
@@ -395,32 +291,26 @@ class TensorRTBackend(Backend):
         return self.encoder.run(streams, self.encoder.outputs)
 
     def decode(
-        self,
-        features: Mapping[str, np.ndarray],
-        ids: np.ndarray,
-        mask: np.ndarray,
-        maps: bool = False,
+        self, features: Features, ids: np.ndarray, mask: np.ndarray, maps: bool = False
     ) -> DecodeResult:
         if maps:
             raise ExplainUnavailableError(
                 "the tensorrt backend does not produce explanations (its engine has no "
                 "TokenLearner maps); use backend='onnxruntime' or backend='torch' to explain"
             )
-        wanted = ["answer_ids", "answer_scores"]
+        wanted = [ANSWER_IDS, ANSWER_SCORES]
         if self.fused is not None:
             feeds = {s: features[f"raw_{s}"] for s in self.stream_names}
-            feeds.update(question_ids=ids, question_mask=mask)
+            feeds.update({QUESTION_IDS: ids, QUESTION_MASK: mask})
             out = self.fused.run(feeds, wanted)
         elif self.decoder is None:
             assert self._ort is not None
             return self._ort.decode(features, ids, mask)
         else:
-            feeds = {k: v for k, v in features.items() if k.startswith("v_")}
-            feeds.update(question_ids=ids, question_mask=mask)
+            feeds = {k: v for k, v in features.items() if is_feature_name(k)}
+            feeds.update({QUESTION_IDS: ids, QUESTION_MASK: mask})
             out = self.decoder.run(feeds, wanted)
-        return DecodeResult(
-            out["answer_ids"].astype(np.int64), out["answer_scores"].astype(np.float32)
-        )
+        return DecodeResult(out[ANSWER_IDS].astype(np.int64), out[ANSWER_SCORES].astype(np.float32))
 
 
 class BundleEngineIOError(EngineMismatchError):

@@ -1,5 +1,10 @@
 """TensorRT engines from the exported ONNX graphs: a thin, version-aware builder.
 
+Part of the TensorRT backend's home (:mod:`cotok_edge.runtime.backends.tensorrt`).
+Torch-free: the on-device finish builds a bundle's engines with it from what the
+manifest records (:func:`build_bundle_engines`); only :func:`graph_precision` and
+:func:`graph_inputs`, which inspect an ONNX file, import ``onnx``.
+
 Everything that decides *how* to build is a pure function of the TensorRT version
 string, the target and the graph (:func:`plan_build`), so it is tested without
 TensorRT; :func:`build_engine` only carries a plan out with the ``tensorrt`` Python
@@ -34,44 +39,35 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import re
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .onnx import atomic_write_bytes, sha256_file
-from .targets import Target, get_target, validate
+from cotok_edge.bundle import atomic_write_bytes
+from cotok_edge.bundle import sha256_of as sha256_file
+from cotok_edge.contract import (
+    QUESTION_DECODER,
+    QUESTION_DECODER_PLUGIN,
+    VIDEO_ENCODER,
+    engine_file,
+    onnx_file,
+)
+from cotok_edge.export.targets import Target, get_target, validate
+from cotok_edge.manifest import EngineInfo, Manifest
+
+from . import (
+    check_gpu,
+    gpu_info,
+    import_tensorrt,
+    is_strongly_typed,
+    load_plugin_library,
+    version_matches,
+)
 
 SIDECAR_FORMAT = "cotok-engine/1"
 JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 MiB = 1 << 20
-
-
-class TensorRTUnavailable(RuntimeError):
-    """TensorRT (or a GPU for it) is not present here; the message says what is missing."""
-
-
-def parse_trt_version(version: str) -> tuple[int, int, int]:
-    """``"10.3.0.30"`` -> ``(10, 3, 0)``; ``"11.4"`` -> ``(11, 4, 0)``."""
-    m = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?", str(version))
-    if not m:
-        raise ValueError(f"not a TensorRT version: {version!r}")
-    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
-
-
-def version_matches(version: str, wanted: str) -> bool:
-    """Does TensorRT ``version`` satisfy a target entry like ``"10.3"`` or ``"11.x"``?"""
-    major, minor, _ = parse_trt_version(version)
-    w_major, _, w_minor = wanted.partition(".")
-    if int(w_major) != major:
-        return False
-    return w_minor in ("x", "") or int(w_minor) == minor
-
-
-def is_strongly_typed(version: str) -> bool:
-    """TensorRT 11 and later build strongly typed networks only."""
-    return parse_trt_version(version)[0] >= 11
 
 
 def graph_precision(model: Any) -> str:
@@ -277,6 +273,26 @@ def trtexec_argv(
     return argv
 
 
+def polygraphy_argv(onnx_path: str | Path, plan: BuildPlan) -> list[str]:
+    """Polygraphy's comparison of TensorRT with ONNX Runtime on one graph, every tensor's
+    output marked so the first layer that differs is named (``pip install polygraphy``;
+    pure Python). Same precision flags, plugin library and (opt) shapes as ``plan``.
+
+    ONNX Runtime cannot run the plugin graph's custom nodes: compare the plain graphs.
+    """
+    argv = ["polygraphy", "run", str(onnx_path), "--trt", "--onnxrt"]
+    flag_args = {"FP16": "--fp16", "INT8": "--int8"}
+    argv += [flag_args[f] for f in plan.builder_flags if f in flag_args]
+    if plan.plugin_library:
+        argv += ["--plugins", plan.plugin_library]
+    if plan.profiles:
+        argv.append("--input-shapes")
+        for name, (_, opt, _) in plan.profiles.items():
+            argv.append(f"{name}:[{','.join(str(d) for d in opt)}]")
+    argv += ["--trt-outputs", "mark", "all", "--onnx-outputs", "mark", "all"]
+    return [*argv, "--atol", "1e-3", "--rtol", "1e-3"]
+
+
 def trtexec_command(argv: list[str]) -> str:
     """One shell-quoted line for ``argv`` (what the bundle prints)."""
     return shlex.join(argv)
@@ -336,67 +352,6 @@ def check_engine_matches(engine_path: str | Path, onnx_path: str | Path) -> None
         raise ValueError(f"{engine_path}: built from another ONNX than {onnx_path}")
 
 
-def gpu_info() -> dict[str, Any] | None:
-    """Name and compute capability of GPU 0 (torch.cuda, else pycuda); None without a GPU."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            return {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
-    except Exception:  # a broken CUDA install should fall through to pycuda, not crash
-        pass
-    try:
-        import pycuda.driver as cuda
-
-        cuda.init()
-        dev = cuda.Device(0)
-        major, minor = dev.compute_capability()
-        return {"name": dev.name(), "compute_capability": f"{major}.{minor}"}
-    except Exception:
-        return None
-
-
-def check_gpu(target: str | Target, gpu: dict[str, Any] | None) -> None:
-    """Raise if ``gpu`` is not one the target's engines are for (engines are not portable)."""
-    t = get_target(target)
-    if gpu is None:
-        raise TensorRTUnavailable(f"no CUDA GPU found; target {t.name!r} engines need {t.gpu_arch}")
-    major, minor = (int(x) for x in str(gpu["compute_capability"]).split("."))
-    ok = (major, minor) in t.compute_capabilities
-    if t.gpu_arch == "sm_80+":
-        ok = (major, minor) >= (8, 0)
-    if not ok:
-        raise ValueError(
-            f"GPU {gpu.get('name')} (compute capability {major}.{minor}) is not a "
-            f"{t.gpu_arch} GPU of target {t.name!r}: build the engine on the device itself"
-        )
-
-
-def import_tensorrt() -> Any:
-    """``import tensorrt`` or raise :class:`TensorRTUnavailable` saying how to get it."""
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise TensorRTUnavailable(
-            "the tensorrt Python package is not installed (JetPack ships it; on a desktop "
-            "`pip install tensorrt`); build the engine on the device with the trtexec command"
-        ) from e
-    return tensorrt
-
-
-def load_plugin_library(trt: Any, path: str | Path, logger: Any) -> Any:
-    """Register the standard plugins and this project's plugin library; return its handle."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"TensorRT plugin library not found: {p} (build kernels/ first)")
-    trt.init_libnvinfer_plugins(logger, "")
-    handle = trt.get_plugin_registry().load_library(str(p))
-    if handle is None:
-        raise RuntimeError(f"TensorRT could not load plugin library {p}")
-    return handle
-
-
 def build_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
@@ -408,9 +363,13 @@ def build_engine(
     timing_cache: str | Path | None = None,
     max_batch: int | None = None,
     verbose: bool = False,
+    onnx_precision: str | None = None,
+    inputs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Build ``engine_path`` from ``onnx_path`` with the local TensorRT; return the sidecar.
 
+    ``onnx_precision`` / ``inputs``: what the graph carries and takes, as
+    :func:`plan_build` wants them; None reads them from the ONNX file (imports onnx).
     Needs the ``tensorrt`` package and a GPU of the target (raises
     :class:`TensorRTUnavailable` / ``ValueError`` otherwise). Writes the engine and
     the timing cache atomically, then ``<engine>.json``.
@@ -420,7 +379,8 @@ def build_engine(
     check_gpu(target, gpu)
     plan = plan_build(
         trt.__version__, target, precision,
-        graph_precision=graph_precision(onnx_path), inputs=graph_inputs(onnx_path), dla=dla,
+        graph_precision=onnx_precision or graph_precision(onnx_path),
+        inputs=inputs if inputs is not None else graph_inputs(onnx_path), dla=dla,
         plugin_library=plugin_library, timing_cache=timing_cache, max_batch=max_batch,
     )  # fmt: skip
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
@@ -464,3 +424,74 @@ def build_engine(
     )  # fmt: skip
     write_sidecar(engine_path, meta)
     return meta
+
+
+def bundle_graph_precision(precision: str) -> str:
+    """What a bundle's graphs carry for its ``precision``: INT8 graphs have Q/DQ (QAT);
+    FP16 bundles ship FP32 graphs (TensorRT 10.x builds FP16 from them with a flag)."""
+    return precision if precision in ("int8", "fp8") else "fp32"
+
+
+def bundle_engine_plans(
+    manifest: Manifest, trt_version: str, plugin_library: str | None
+) -> dict[str, tuple[str, BuildPlan]]:
+    """``{graph: (ONNX file, plan)}`` for the bundle's two engines, from its manifest alone.
+
+    With ``plugin_library`` the question decoder is built from the plugin graph.
+    """
+    out = {}
+    for graph in (VIDEO_ENCODER, QUESTION_DECODER):
+        source, lib = onnx_file(graph), None
+        if graph == QUESTION_DECODER and plugin_library is not None:
+            source, lib = onnx_file(QUESTION_DECODER_PLUGIN), plugin_library
+        plan = plan_build(
+            trt_version, manifest.target, manifest.precision,
+            graph_precision=bundle_graph_precision(manifest.precision),
+            inputs=manifest.graph(graph)["inputs"], dla=manifest.dla, plugin_library=lib,
+            timing_cache="timing.cache",
+        )  # fmt: skip
+        out[graph] = (source, plan)
+    return out
+
+
+def build_bundle_engines(
+    bundle: str | Path,
+    manifest: Manifest,
+    plugin: Path | None,
+    log: Any = print,
+) -> tuple[EngineInfo, dict[str, Any]]:
+    """Build both engines of ``bundle`` here (from its ONNX graphs; the plugin graph for the
+    decoder when ``plugin``, the built plugin library, is given).
+
+    Reads the graphs' inputs and precision from the manifest: no onnx, no torch. Returns
+    the manifest's ``engine`` entry and ``engine_status``. Raises
+    :class:`TensorRTUnavailable` / ``ValueError`` where TensorRT or the target's GPU
+    is missing.
+    """
+    bundle = Path(bundle)
+    files, meta = {}, {}
+    rel_plugin = None if plugin is None else Path(plugin).relative_to(bundle).as_posix()
+    for graph in (VIDEO_ENCODER, QUESTION_DECODER):
+        source = onnx_file(graph)
+        if graph == QUESTION_DECODER and plugin is not None:
+            source = onnx_file(QUESTION_DECODER_PLUGIN)
+        log(f"TensorRT: building {engine_file(graph)} from {source}")
+        meta[graph] = build_engine(
+            bundle / source, bundle / engine_file(graph), target=manifest.target,
+            precision=manifest.precision, dla=manifest.dla,
+            plugin_library=plugin if graph == QUESTION_DECODER else None,
+            timing_cache=bundle / "timing.cache",
+            onnx_precision=bundle_graph_precision(manifest.precision),
+            inputs=manifest.graph(graph)["inputs"],
+        )  # fmt: skip
+        files[graph] = engine_file(graph)
+    gpu = meta[VIDEO_ENCODER].get("gpu") or {}
+    cc = str(gpu.get("compute_capability", "")).split(".")
+    entry = EngineInfo(
+        files=files,
+        tensorrt=str(meta[VIDEO_ENCODER].get("tensorrt")),
+        compute_capability=(int(cc[0]), int(cc[1])) if len(cc) == 2 else None,
+        gpu=gpu.get("name"),
+        plugin_library=rel_plugin,
+    )
+    return entry, {"built": True}
