@@ -208,12 +208,12 @@ class CoTokenizer(nn.Module):
         hidden = None
         if clip_index is not None:
             clips = next(iter(video.values())).shape[0]
-            if not _consecutive_per_clip(clip_index, clips):
+            # Only TokenLearners can share a clip's work among its questions, and only
+            # when they come Q at a time; otherwise each question gets its clip's copy.
+            if self.tokenlearners is None or not _consecutive_per_clip(clip_index, clips):
                 video = {n: v.index_select(0, clip_index.long()) for n, v in video.items()}
             if self.tokenlearners is not None:
                 hidden = self.clip_hidden(video)
-            elif video[self.stream_names[0]].shape[0] != clip_index.shape[0]:
-                video = {n: v.index_select(0, clip_index.long()) for n, v in video.items()}
         all_maps: list[dict[str, Tensor]] | None = [] if return_maps else None
         for k in range(len(self.layers)):
             state, maps = self.step(k, video, state, question.shape[1], return_maps, hidden)
