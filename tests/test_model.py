@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -269,3 +272,27 @@ def test_video_features_carry_their_space_time_position(tiny: CoTokVQA) -> None:
         z, _ = cot.tokenlearners[s.name](proj, cond)  # one slice: the whole clip
         z_flipped, _ = cot.tokenlearners[s.name](project(s.name, feats.flip(2)), cond)
         assert not torch.allclose(z, z_flipped, rtol=1e-3, atol=0), s.name
+
+
+def test_the_config_and_the_stream_geometry_import_without_torch() -> None:
+    # The device reads the config (and the sampler its streams) with no torch installed.
+    script = textwrap.dedent(
+        """
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "torch":
+                    raise ImportError(f"{name} is blocked in this test")
+        sys.meta_path.insert(0, Block())
+        from cotok_edge.model import CoTokConfig
+        from cotok_edge.data.video import STREAMS
+        from cotok_edge.runtime.explain import feature_grid
+        cfg = CoTokConfig.preset("tiny")
+        assert STREAMS == tuple((s.name, s.frames, s.size) for s in cfg.streams)
+        assert feature_grid(cfg.to_dict()["streams"][2]) == cfg.streams[2].feature_grid
+        print("torch" in sys.modules)
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"

@@ -51,6 +51,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from ..model.config import CoTokConfig
+
 __all__ = [
     "STREAMS",
     "StreamSpec",
@@ -64,8 +66,11 @@ __all__ = [
     "stack_streams",
 ]
 
-#: (name, frames T, square size S) of each stream the model takes, as in the paper.
-STREAMS: tuple[tuple[str, int, int], ...] = (("s1", 32, 64), ("s2", 16, 112), ("s3", 8, 224))
+#: (name, frames T, square size S) of each stream the model takes, as in the paper
+#: (every preset of the method shares them; the config is their one definition).
+STREAMS: tuple[tuple[str, int, int], ...] = tuple(
+    (s.name, s.frames, s.size) for s in CoTokConfig.preset("paper").streams
+)
 
 # Area averaging anti-aliases the large downscales (720p -> 64 px is 11x) and
 # measured faster than libswscale's bilinear and bicubic for them.

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..model.config import StreamConfig
+
 __all__ = ["Explanation", "contributions", "feature_grid", "fold_maps", "render"]
 
 #: At most this many frames per stream in the picture (evenly spaced over the clip).
@@ -39,14 +41,9 @@ class Explanation:
 def feature_grid(stream: Mapping[str, Any]) -> tuple[int, int, int]:
     """``(T_s, H_s, W_s)`` of a stream's backbone output, from its config dict.
 
-    Same arithmetic as ``StreamConfig.feature_grid``: a stem of spatial stride
-    ``stem_stride``, then each stage divides (rounding up) by its strides.
+    The config's own :attr:`StreamConfig.feature_grid` (no torch is imported).
     """
-    t = int(stream["frames"])
-    s = -(-int(stream["size"]) // int(stream.get("stem_stride", 2)))
-    for ts, ss in zip(stream["temporal_strides"], stream["spatial_strides"], strict=True):
-        t, s = -(-t // int(ts)), -(-s // int(ss))
-    return t, s, s
+    return StreamConfig(**stream).feature_grid
 
 
 def fold_maps(maps: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
