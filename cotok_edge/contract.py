@@ -64,7 +64,8 @@ _MAPS_PREFIX = "maps_"
 
 # The fused TokenLearner TensorRT plugin (kernels/csrc/tokenlearner_plugin.h says the same).
 PLUGIN_NAME = "CoTokTokenLearner"
-PLUGIN_VERSION = "1"
+# "2": the question's bias is added after the LayerNorm ("1" added it before).
+PLUGIN_VERSION = "2"
 PLUGIN_NAMESPACE = "cotok"
 #: Domain of the plugin's ONNX node (its op_type is PLUGIN_NAME).
 PLUGIN_ONNX_DOMAIN = "cotok"

@@ -25,7 +25,7 @@ Node contract (must match the plugin): domain ``cotok``, op_type
 ``CoTokTokenLearner``; inputs ``x [B, N, C]``, ``ln_weight [C]``,
 ``ln_bias [C]``, ``w1 [H, C]``, ``b1 [H]``, ``w2 [S, H]``, ``b2 [S]`` and, when
 the call has one, ``cond_bias [B, C]`` last; one output ``z [B, S, C]`` of the
-dtype of ``x``; attributes ``plugin_version="1"``, ``plugin_namespace="cotok"``,
+dtype of ``x``; attributes ``plugin_version="2"``, ``plugin_namespace="cotok"``,
 ``eps`` (float, the LayerNorm epsilon).
 """
 

@@ -82,7 +82,7 @@ def test_every_problem_is_listed_at_once():
 def _plugin_model():
     node = helper.make_node(
         "CoTokTokenLearner", ["x"], ["z"], name="tl0", domain="cotok",
-        plugin_version="1", plugin_namespace="cotok", eps=1e-6,
+        plugin_version="2", plugin_namespace="cotok", eps=1e-6,
     )  # fmt: skip
     return _model([node], [_vi("x")], [_vi("z")], extra_opsets=[helper.make_opsetid("cotok", 1)])
 

@@ -1,7 +1,7 @@
 /*
  * TensorRT plugin for the fused TokenLearner (IPluginV3, TensorRT 10.3 .. 11.x).
  *
- * Name "CoTokTokenLearner", version "1", namespace "cotok": what the ONNX
+ * Name "CoTokTokenLearner", version "2", namespace "cotok": what the ONNX
  * export (cotok_edge.kernels.onnx_plugin) writes as the node's op_type and its
  * plugin_version / plugin_namespace attributes, so TensorRT's ONNX parser maps
  * each node to this plugin through its fallback plugin importer.
@@ -51,7 +51,7 @@ namespace cotok
 
 // Also in cotok_edge/contract.py (the ONNX export and the runtime read them there).
 constexpr char const* kPluginName = "CoTokTokenLearner";
-constexpr char const* kPluginVersion = "1";
+constexpr char const* kPluginVersion = "2";
 constexpr char const* kPluginNamespace = "cotok";
 
 class TokenLearnerPlugin final : public nvinfer1::IPluginV3,
