@@ -47,6 +47,10 @@ from .model import CoTokConfig, CoTokVQA
 from .model.config import PRESETS
 from .train_state import load_training_checkpoint, save_training_checkpoint
 
+# Command-line flag -> CoTokConfig field it overrides.
+OVERRIDES = {"cotok_steps": "steps", "time_groups": "time_groups",
+             "tokens_per_stream": "tokens_per_stream"}  # fmt: skip
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m cotok_edge.train", description=__doc__)
@@ -237,11 +241,6 @@ def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
         return CoTokConfig.from_dict(data)
     except ValueError as e:
         raise SystemExit(f"--preset {args.preset} with the given overrides: {e}") from e
-
-
-# Command-line flag -> CoTokConfig field it overrides.
-OVERRIDES = {"cotok_steps": "steps", "time_groups": "time_groups",
-             "tokens_per_stream": "tokens_per_stream"}  # fmt: skip
 
 
 def _set_answer_length(cfg: CoTokConfig, args: argparse.Namespace) -> None:
