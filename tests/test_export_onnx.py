@@ -114,7 +114,7 @@ def test_plugin_variant_has_one_plugin_node_per_stream_per_step(model, tmp_path)
     assert spec.plugin_nodes == len(cfg.streams) * cfg.steps
     d = spec.to_dict()
     assert d["plugin"] == {
-        "op": "cotok::CoTokTokenLearner", "version": "1", "namespace": "cotok",
+        "op": "cotok::CoTokTokenLearner", "version": "2", "namespace": "cotok",
         "nodes": len(cfg.streams) * cfg.steps,
     }  # fmt: skip
     m = onnx.load(str(spec.path))
