@@ -17,7 +17,6 @@ the model's own training-mode modules, plus the ops torch.profiler ranks first.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -26,18 +25,8 @@ import torch
 from tqdm import tqdm
 
 from cotok_edge import CoTokConfig, CoTokVQA
+from cotok_edge.build.host import cpu_name
 from cotok_edge.model.config import PRESETS
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def step_inputs(model: CoTokVQA, clips: int, questions: int, answer_len: int) -> dict:
@@ -63,66 +52,44 @@ def _median_seconds(fn: Callable[[], None], repeats: int) -> float:
 
 
 def profile_components(model: CoTokVQA, inputs: dict, repeats: int = 3) -> list[tuple]:
-    """``(component, forward s, forward+backward s)`` for each part of one step."""
+    """``(component, forward s, forward+backward s)`` for each part of one step.
+
+    Each part runs on the detached outputs of the parts before it, so its backward
+    stops at its own inputs.
+    """
     streams = {n: inputs[n] for n in model.stream_names}
-    rows = []
-    for name in model.stream_names:
-        x = model.normalize(streams[name])
-
-        def fwd(x=x, name=name) -> None:
-            with torch.no_grad():
-                model.backbones[name](x)
-
-        def fwd_bwd(x=x, name=name) -> None:
-            model.backbones[name](x).float().square().mean().backward()
-
-        shape = "x".join(map(str, x.shape[2:]))
-        rows.append((f"backbone {name} ({shape})", fwd, fwd_bwd))
-
+    q_ids, q_mask = inputs["question_ids"], inputs["question_mask"]
+    clip_index = inputs["clip_index"]
     with torch.no_grad():
         video = model.encode_video(streams)  # one row per clip
-    video = {k: v.detach().requires_grad_() for k, v in video.items()}
-    q_ids, q_mask, clip_index = (
-        inputs["question_ids"],
-        inputs["question_mask"],
-        inputs["clip_index"],
-    )
-
-    def enc_fwd() -> None:
-        with torch.no_grad():
-            model.encode_question(q_ids, q_mask)
-
-    def enc_bwd() -> None:
-        model.encode_question(q_ids, q_mask).square().mean().backward()
-
-    rows.append(("question encoder", enc_fwd, enc_bwd))
-    with torch.no_grad():
         q = model.encode_question(q_ids, q_mask)
-
-    def cotok_fwd() -> None:
-        with torch.no_grad():
-            model.cotokenizer(video, q, q_mask.bool(), clip_index=clip_index)
-
-    def cotok_bwd() -> None:
-        model.cotokenizer(video, q, q_mask.bool(), clip_index=clip_index)[
-            0
-        ].tokens.square().mean().backward()
-
-    rows.append((f"co-tokenization (K={model.config.steps})", cotok_fwd, cotok_bwd))
-    with torch.no_grad():
         state, _ = model.cotokenizer(video, q, q_mask.bool(), clip_index=clip_index)
-    answers = inputs["answer_ids"]
+    video = {k: v.detach().requires_grad_() for k, v in video.items()}
 
-    def dec_fwd() -> None:
-        with torch.no_grad():
-            model.answer_logits(answers, state)
+    parts: list[tuple[str, Callable[[], torch.Tensor]]] = []
+    for name in model.stream_names:
+        x = model.normalize(streams[name])
+        shape = "x".join(map(str, x.shape[2:]))
+        parts.append((f"backbone {name} ({shape})", lambda x=x, n=name: model.backbones[n](x)))
+    parts += [
+        ("question encoder", lambda: model.encode_question(q_ids, q_mask)),
+        (
+            f"co-tokenization (K={model.config.steps})",
+            lambda: model.cotokenizer(video, q, q_mask.bool(), clip_index=clip_index)[0].tokens,
+        ),
+        ("answer decoder", lambda: model.answer_logits(inputs["answer_ids"], state)),
+    ]
 
-    def dec_bwd() -> None:
-        model.answer_logits(answers, state).square().mean().backward()
-
-    rows.append(("answer decoder", dec_fwd, dec_bwd))
     out = []
-    for label, fwd, fwd_bwd in tqdm(rows, desc="components", leave=False):
+    for label, run in tqdm(parts, desc="components", leave=False):
+
+        def fwd(run: Callable[[], torch.Tensor] = run) -> None:
+            with torch.no_grad():
+                run()
+
+        def fwd_bwd(run: Callable[[], torch.Tensor] = run) -> None:
+            run().float().square().mean().backward()
+
         out.append((label, _median_seconds(fwd, repeats), _median_seconds(fwd_bwd, repeats)))
         model.zero_grad(set_to_none=True)
     return out
@@ -136,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--answer-len", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="time each component too")
-
     parser.add_argument("--top-ops", type=int, default=12, help="ops listed by --profile")
     args = parser.parse_args(argv)
 
