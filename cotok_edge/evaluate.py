@@ -1,10 +1,15 @@
 """Evaluate a checkpoint on a QA split: accuracy overall and per category.
 
     python -m cotok_edge.evaluate [--checkpoint DIR] --data DIR --format msrvtt-qa --split test
+        [--by-question] [--blank-stream s1]
 
 Prints JSON: ``accuracy`` (exact match of the normalised answer; for iVQA the
 mean of min(1, matching annotators / 2)), ``per_category`` ``{id: {accuracy,
-count}}`` and ``count``. Without ``--checkpoint`` the shipped default model is used.
+count}}`` and ``count``; with ``--by-question``, ``per_question`` ``{question
+text: {accuracy, count}}``. ``--blank-stream NAME`` (repeatable) replaces that
+stream's frames with uniform grey at the model's normalisation mean: what the
+model answers without it (a test-time deletion, not a model trained without
+the stream). Without ``--checkpoint`` the shipped default model is used.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from .data.clips import ClipQuestions, StreamCache, group_by_clip
 from .data.datasets import FORMATS, QARecord, accuracy, load_split
-from .data.text import decode_answer, encode_questions, load_tokenizer
+from .data.text import decode_answer, encode_questions, load_tokenizer, normalize_answer
 from .data.video import StreamSpec
 from .model import CoTokVQA
 from .model.vqa import DEFAULT_CHECKPOINT
@@ -31,7 +37,7 @@ def predict_clips(
     model: CoTokVQA,
     tokenizer: object,
     clips: Sequence[ClipQuestions],
-    cache: StreamCache,
+    cache: StreamCache | BlankedStreams,
     clips_per_batch: int = 8,
     show_progress: bool = False,
 ) -> list[list[str]]:
@@ -73,6 +79,32 @@ def score(
     return accuracy(records, flat, metric)
 
 
+class BlankedStreams:
+    """A :class:`StreamCache` view whose named streams are uniform grey ``fill [3]`` (uint8)."""
+
+    def __init__(self, cache: StreamCache, names: Sequence[str], fill: Sequence[int]):
+        self.cache, self.names, self.fill = cache, list(names), np.asarray(fill, np.uint8)
+
+    def batch(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
+        out = self.cache.batch(indices)
+        for name in self.names:
+            out[name][:] = self.fill[None, :, None, None, None]
+        return out
+
+
+def per_question(
+    clips: Sequence[ClipQuestions], predictions: Sequence[Sequence[str]]
+) -> dict[str, dict[str, float]]:
+    """Exact-match accuracy ``{question text: {accuracy, count}}``, commonest question first."""
+    hits: dict[str, list[bool]] = {}
+    for c, preds in zip(clips, predictions, strict=True):
+        for q, answers, p in zip(c.questions, c.answers, preds, strict=True):
+            ok = normalize_answer(p) in {normalize_answer(a) for a in answers}
+            hits.setdefault(q, []).append(ok)
+    ordered = sorted(hits.items(), key=lambda kv: -len(kv[1]))
+    return {q: {"accuracy": sum(v) / len(v), "count": len(v)} for q, v in ordered}
+
+
 def evaluate_clips(
     model: CoTokVQA,
     tokenizer: object,
@@ -80,11 +112,20 @@ def evaluate_clips(
     cache_root: Path,
     metric: str = "exact",
     show_progress: bool = False,
+    blank_streams: Sequence[str] = (),
+    by_question: bool = False,
 ) -> dict[str, object]:
     specs = [StreamSpec(s.name, s.frames, s.size) for s in model.config.streams]
     cache = StreamCache(clips, specs, cache_root, show_progress=show_progress)
-    preds = predict_clips(model, tokenizer, clips, cache, show_progress=show_progress)
-    return score(clips, preds, metric)
+    frames: StreamCache | BlankedStreams = cache
+    if blank_streams:
+        grey = [round(255 * m) for m in model.config.mean]
+        frames = BlankedStreams(cache, blank_streams, grey)
+    preds = predict_clips(model, tokenizer, clips, frames, show_progress=show_progress)
+    result = score(clips, preds, metric)
+    if by_question:
+        result["per_question"] = per_question(clips, preds)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, help="evaluate only the first N clips")
     p.add_argument("--cache-dir", type=Path, help="decoded-clip cache (default DATA/.stream-cache)")
+    p.add_argument("--by-question", action="store_true", help="accuracy per question text too")
+    p.add_argument(
+        "--blank-stream", action="append", default=[], metavar="NAME",
+        help="answer with this stream's frames replaced by grey (repeatable)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     ckpt = args.checkpoint or DEFAULT_CHECKPOINT
     tok_file = ckpt / "tokenizer.json"
@@ -105,13 +151,23 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         p.error(f"--checkpoint: {e}")
     tokenizer = load_tokenizer(tok_file)
+    unknown = sorted(set(args.blank_stream) - set(model.stream_names))
+    if unknown:
+        p.error(
+            f"--blank-stream {', '.join(unknown)}: the model's streams are {model.stream_names}"
+        )
     clips = group_by_clip(load_split(args.format, args.data, args.split))
     if args.limit:
         clips = clips[: args.limit]
     metric = "ivqa" if args.format == "ivqa" else "exact"
     cache_root = args.cache_dir or args.data / ".stream-cache"
-    result = evaluate_clips(model, tokenizer, clips, cache_root, metric, show_progress=True)
+    result = evaluate_clips(
+        model, tokenizer, clips, cache_root, metric, show_progress=True,
+        blank_streams=args.blank_stream, by_question=args.by_question,
+    )  # fmt: skip
     result.update({"checkpoint": str(ckpt), "split": args.split, "format": args.format})
+    if args.blank_stream:
+        result["blank_streams"] = args.blank_stream
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0

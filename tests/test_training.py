@@ -9,12 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from cotok_edge import CoTokConfig, CoTokVQA
+from cotok_edge.data.clips import StreamCache, group_by_clip
+from cotok_edge.data.datasets import load_split
 from cotok_edge.data.synthetic import generate
+from cotok_edge.data.video import StreamSpec
+from cotok_edge.evaluate import BlankedStreams
 from cotok_edge.evaluate import main as evaluate_main
 from cotok_edge.train import ClipBatches, lr_at, param_groups, parse_args, training_answer
 from cotok_edge.train import main as train_main
@@ -116,6 +121,32 @@ def test_evaluate_prints_accuracy_per_category(synth: Path, tmp_path: Path, caps
     assert result["count"] == 8  # 2 clips x 4 questions
     assert set(result["per_category"]) == {"0", "1", "2", "3"}
     assert 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_evaluate_by_question_and_with_a_stream_blanked(
+    synth: Path, tmp_path: Path, capsys
+) -> None:
+    run, cache = tmp_path / "run", str(tmp_path / "c")
+    args = [*COMMON, "--data", str(synth), "--out", str(run), "--steps", "1", "--cache-dir", cache]
+    assert train_main(args) == 0
+    capsys.readouterr()
+    common = ["--checkpoint", str(run / "model"), "--data", str(synth), "--format", "msrvtt-qa",
+              "--split", "test", "--cache-dir", cache]  # fmt: skip
+    assert evaluate_main([*common, "--by-question", "--blank-stream", "s1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["blank_streams"] == ["s1"]
+    assert sum(v["count"] for v in result["per_question"].values()) == result["count"] == 8
+    with pytest.raises(SystemExit):
+        evaluate_main([*common, "--blank-stream", "s9"])
+    assert "--blank-stream s9: the model's streams are" in capsys.readouterr().err
+    # The blanked stream is the model's normalisation mean, the others untouched.
+    model = CoTokVQA.from_pretrained(run / "model")
+    clips = group_by_clip(load_split("msrvtt-qa", synth, "test"))
+    specs = [StreamSpec(s.name, s.frames, s.size) for s in model.config.streams]
+    full = StreamCache(clips, specs, Path(cache), show_progress=False)
+    blanked = BlankedStreams(full, ["s1"], [115, 115, 115]).batch([0, 1])
+    assert (blanked["s1"] == 115).all()
+    np.testing.assert_array_equal(blanked["s3"], full.batch([0, 1])["s3"])
 
 
 def test_schedule_and_batches() -> None:
