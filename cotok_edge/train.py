@@ -44,12 +44,13 @@ from .data.text import (
 from .data.video import StreamSpec
 from .evaluate import evaluate_clips
 from .model import CoTokConfig, CoTokVQA
-from .model.config import PRESETS
+from .model.config import PRESETS, VIDEO_TOKENIZERS
 from .train_state import load_training_checkpoint, save_training_checkpoint
 
 # Command-line flag -> CoTokConfig field it overrides.
 OVERRIDES = {"cotok_steps": "steps", "time_groups": "time_groups",
-             "tokens_per_stream": "tokens_per_stream"}  # fmt: skip
+             "tokens_per_stream": "tokens_per_stream",
+             "video_tokenizer": "video_tokenizer"}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,6 +66,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--tokens-per-stream", type=int, help="override S, tokens per stream and time slice"
     )
+    p.add_argument(
+        "--video-tokenizer", choices=VIDEO_TOKENIZERS,
+        help="override how video becomes tokens (mean: the mean-pooling control)",
+    )  # fmt: skip
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
     p.add_argument("--clips", type=int, default=8, help="clips per step (all their questions)")
     p.add_argument("--lr", type=float, default=1e-3)

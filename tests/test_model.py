@@ -296,3 +296,39 @@ def test_the_config_and_the_stream_geometry_import_without_torch() -> None:
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+def test_mean_pooling_control_sees_only_each_slices_average() -> None:
+    # The control for the TokenLearner: one token per time slice, its plain mean. Shuffling
+    # positions inside a slice must leave the answer memory unchanged; moving features
+    # to another slice must not.
+    torch.manual_seed(0)
+    data = CoTokConfig.preset("tiny").to_dict()
+    data["video_tokenizer"] = "mean"
+    cfg = CoTokConfig.from_dict(data)
+    assert cfg.video_tokens_per_stream == cfg.time_groups
+    model = CoTokVQA(cfg).eval()
+    _check_outputs(model, batch=2)
+    cot = model.cotokenizer
+    video = {s.name: torch.randn(2, _positions(s.feature_grid), cfg.dim) for s in cfg.streams}
+    question = torch.randn(2, 5, cfg.text.dim)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+
+    def memory(v: dict[str, torch.Tensor]) -> torch.Tensor:
+        return cot(v, question, mask)[0].tokens
+
+    base = memory(video)
+    shuffled, moved = {}, {}
+    for s in cfg.streams:
+        g, x = cfg.time_groups, video[s.name]
+        slices = x.reshape(2, g, -1, cfg.dim)
+        perm = torch.randperm(slices.shape[2])
+        shuffled[s.name] = slices[:, :, perm].reshape(x.shape)
+        moved[s.name] = slices.roll(1, dims=1).reshape(x.shape)
+    torch.testing.assert_close(memory(shuffled), base)
+    assert not torch.allclose(memory(moved), base, atol=1e-3)
+
+
+def _positions(grid: tuple[int, int, int]) -> int:
+    t, h, w = grid
+    return t * h * w

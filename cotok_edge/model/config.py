@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 BACKBONES = ("r2plus1d", "resnet3d", "x3d")
-VIDEO_TOKENIZERS = ("tokenlearner", "all")
+VIDEO_TOKENIZERS = ("tokenlearner", "mean", "all")
 
 
 @dataclass
@@ -127,8 +127,12 @@ class CoTokConfig:
             say how often or in which order something happened. The feature
             grid's T must be divisible by G.
         tokenlearner_hidden: hidden width of the TokenLearner MLP (64 in V1.1).
-        video_tokenizer: ``tokenlearner`` (the method) or ``all`` (baselines:
-            every video position is a token, the K layers run over them).
+        video_tokenizer: ``tokenlearner`` (the method); ``mean`` (the
+            mean-pooling control: each time slice of a stream becomes one
+            token, its plain average, the same at every step and blind to the
+            question, i.e. a TokenLearner whose maps stay uniform); or ``all``
+            (baselines: every video position is a token, the K layers run
+            over them).
         mean, std: per-channel RGB normalisation applied inside the model.
     """
 
@@ -172,7 +176,7 @@ class CoTokConfig:
                 "CoTokConfig: tokens_per_stream and time_groups need at least 1, got "
                 f"{self.tokens_per_stream} and {self.time_groups}"
             )
-        if self.video_tokenizer == "tokenlearner":
+        if self.video_tokenizer in ("tokenlearner", "mean"):
             for s in self.streams:
                 t = s.feature_grid[0]
                 if t % self.time_groups:
@@ -183,7 +187,9 @@ class CoTokConfig:
 
     @property
     def video_tokens_per_stream(self) -> int:
-        """Tokens one stream gives per co-tokenization step: S * G."""
+        """Tokens one stream gives per co-tokenization step: S * G (``mean``: G)."""
+        if self.video_tokenizer == "mean":
+            return self.time_groups
         return self.tokens_per_stream * self.time_groups
 
     # JSON round trip -----------------------------------------------------------

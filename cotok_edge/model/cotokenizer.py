@@ -27,7 +27,9 @@ without it a token could not tell *when* or *where* what it pooled happened
 (which lamp flashed first, how many blinks, which way the big object moved).
 
 With ``video_tokenizer="all"`` (the baselines) there is no TokenLearner: every
-video position is a token and the K layers run over ``[V; Q]`` directly.
+video position is a token and the K layers run over ``[V; Q]`` directly. With
+``"mean"`` (a control for experiments) each time slice is replaced by its plain
+average: what the TokenLearner gives before its maps learn anything.
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ class CoTokenizer(nn.Module):
                     for s in cfg.streams
                 }
             )
+            num_video = cfg.video_tokens_per_stream * len(cfg.streams)
+        elif cfg.video_tokenizer == "mean":
+            self.tokenlearners = None
             num_video = cfg.video_tokens_per_stream * len(cfg.streams)
         else:
             self.tokenlearners = None
@@ -178,6 +183,9 @@ class CoTokenizer(nn.Module):
                 if maps is not None:
                     maps[name] = a
             v = torch.cat(parts, dim=1) + self.video_pos
+        elif self.cfg.video_tokenizer == "mean":
+            means = [self.time_slices(video[name]).mean(2) for name in self.stream_names]
+            v = torch.cat(means, dim=1) + self.video_pos  # [B, G * streams, d]
         elif k == 0:
             v = torch.cat([video[name] for name in self.stream_names], dim=1) + self.video_pos
         else:  # "all": the layers carry the video tokens from step to step
