@@ -151,7 +151,7 @@ def qat_finetune(
         return losses
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    model.train()
+    train_keeping_batchnorm_statistics(model)
     bar = tqdm(range(steps), desc="QAT fine-tune", unit="step", disable=not progress)
     for step in bar:
         if step < warmup:
@@ -169,6 +169,21 @@ def qat_finetune(
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     return losses
+
+
+def train_keeping_batchnorm_statistics(model: torch.nn.Module) -> None:
+    """Training mode for everything but the BatchNorms, which keep their running statistics.
+
+    In training mode a BatchNorm normalises with the statistics of the batch in hand and
+    moves its running ones towards them; over a few QAT steps of a few clips that both
+    changes what the fake quantizers see from step to step and leaves the exported
+    (folded) statistics fitted to those clips, not to the data the float model saw. The
+    weights should move only as far as rounding asks, so the statistics stay put.
+    """
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 def quantizer_summary(model: torch.nn.Module) -> dict[str, int]:

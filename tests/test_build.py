@@ -313,3 +313,24 @@ def test_parity_bars_are_defined_once_with_their_labels():
     assert [b["passed"] for b in bars.values()] == [True, True, True, False]
     assert list(check_bars(rows, "fp32")) == ["fp32 answers identical", "fp32 max logit error"]
     assert len({b.key for b in BARS}) == len(BARS)
+
+
+def test_qat_moves_weights_but_keeps_batchnorm_statistics() -> None:
+    # A few QAT steps on a few clips must not refit the BatchNorms that TensorRT folds.
+    from cotok_edge.export.qat import qat_finetune, quantize_ptq
+
+    torch.manual_seed(0)
+    model = CoTokVQA(CoTokConfig.preset("tiny").with_streams(["s1"]))
+    batch = model.example_inputs(2)
+    batch["answer_ids"] = torch.tensor([[5, 2], [6, 2]])
+    quantize_ptq(model, [batch], progress=False)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    before = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+              for m in norms]  # fmt: skip
+    weight = model.backbones["s1"].stem[0][0].weight.detach().clone()
+    qat_finetune(model, lambda step: batch, steps=2, lr=1e-3, warmup=1, progress=False)
+    for m, (mean, var, seen) in zip(norms, before, strict=True):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+        assert torch.equal(m.num_batches_tracked, seen)
+    assert not torch.equal(model.backbones["s1"].stem[0][0].weight, weight)
+    assert not model.training
