@@ -93,6 +93,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-split", default="val")
     p.add_argument("--eval-clips", type=int, default=200, help="validation clips per evaluation")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--zero-init-residual", action="store_true",
+        help="start every backbone block as its shortcut (last BatchNorm scale 0)",
+    )  # fmt: skip
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--cache-dir", type=Path, help="decoded-clip cache (default OUT/.stream-cache)")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint exactly")
@@ -115,7 +119,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.init is not None and not (args.init / "config.json").is_file():
         p.error(f"--init {args.init}: not a checkpoint folder (no config.json)")
     if args.init is not None:
-        given = [f"--{n.replace('_', '-')}" for n in ("streams", *OVERRIDES) if getattr(args, n)]
+        given = [
+            f"--{n.replace('_', '-')}"
+            for n in ("streams", "zero_init_residual", *OVERRIDES)
+            if getattr(args, n)
+        ]
         if given:
             p.error(f"--init {args.init}: the checkpoint fixes the model; drop {', '.join(given)}")
     if args.tokenizer is not None and not args.tokenizer.is_file():
@@ -288,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--init {args.init}: its vocabulary is smaller than the tokenizer's")
     else:
         model = CoTokVQA(build_config(args, tokenizer.get_vocab_size()))
+        if args.zero_init_residual:
+            for backbone in model.backbones.values():
+                backbone.zero_init_residual()
     cfg = model.config
     model.to(device).train()
 

@@ -332,3 +332,23 @@ def test_mean_pooling_control_sees_only_each_slices_average() -> None:
 def _positions(grid: tuple[int, int, int]) -> int:
     t, h, w = grid
     return t * h * w
+
+
+@pytest.mark.parametrize("backbone", ["r2plus1d", "resnet3d", "x3d"])
+def test_zero_init_residual_starts_every_block_as_its_shortcut(backbone: str) -> None:
+    from cotok_edge.model.config import StreamConfig
+    from cotok_edge.model.streams import StreamBackbone
+
+    torch.manual_seed(0)
+    cfg = StreamConfig("s", 4, 32, backbone=backbone, stem_channels=8, channels=(8, 16),
+                       blocks=(2, 1), spatial_strides=(1, 2), temporal_strides=(1, 1))  # fmt: skip
+    net = StreamBackbone(cfg).eval()
+    blocks = [b for stage in net.stages for b in stage]
+    x = torch.randn(1, 8, 4, 8, 8)
+    act = blocks[0].out_act if backbone == "x3d" else blocks[0].act
+    assert not torch.allclose(blocks[0](x), act(blocks[0].shortcut(x)))
+    net.zero_init_residual()
+    torch.testing.assert_close(blocks[0](x), act(blocks[0].shortcut(x)))
+    # One zeroed scale per block (a BatchNorm's weight), nothing else.
+    zeroed = [n for n, p in net.named_parameters() if n.endswith(".weight") and not p.any()]
+    assert len(zeroed) == len(blocks)

@@ -93,6 +93,8 @@ def test_model_overrides_are_validated_with_the_whole_config(synth: Path, tmp_pa
     assert json.loads((run / "model" / "config.json").read_text())["steps"] == 2
     with pytest.raises(SystemExit):
         parse_args([*args, "--init", str(run / "model"), "--cotok-steps", "3", "--force"])
+    with pytest.raises(SystemExit):  # a trained checkpoint's initialisation is its weights
+        parse_args([*args, "--init", str(run / "model"), "--zero-init-residual", "--force"])
 
 
 def test_weight_decay_spares_embeddings_norms_and_biases() -> None:

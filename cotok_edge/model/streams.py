@@ -162,5 +162,23 @@ class StreamBackbone(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
 
+    def zero_init_residual(self) -> None:
+        """Zero the scale of every residual branch's last BatchNorm (Goyal et al. 2017).
+
+        Each block then starts as its shortcut, so at initialisation the stream is a
+        shallow network whose gradients reach the stem undamped; the branches grow in
+        as they learn. An initialisation choice for training only.
+        """
+        for block in self.stages.modules():
+            if isinstance(block, R2Plus1DBlock):
+                last = block.conv2[-1]
+            elif isinstance(block, Bottleneck3D):
+                last = block.body[-1]
+            elif isinstance(block, X3DBlock):
+                last = block.project
+            else:
+                continue
+            nn.init.zeros_(last[1].weight)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x))
