@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -310,7 +311,7 @@ def test_mean_pooling_control_sees_only_each_slices_average() -> None:
     model = CoTokVQA(cfg).eval()
     _check_outputs(model, batch=2)
     cot = model.cotokenizer
-    video = {s.name: torch.randn(2, _positions(s.feature_grid), cfg.dim) for s in cfg.streams}
+    video = {s.name: torch.randn(2, math.prod(s.feature_grid), cfg.dim) for s in cfg.streams}
     question = torch.randn(2, 5, cfg.text.dim)
     mask = torch.ones(2, 5, dtype=torch.bool)
 
@@ -327,11 +328,6 @@ def test_mean_pooling_control_sees_only_each_slices_average() -> None:
         moved[s.name] = slices.roll(1, dims=1).reshape(x.shape)
     torch.testing.assert_close(memory(shuffled), base)
     assert not torch.allclose(memory(moved), base, atol=1e-3)
-
-
-def _positions(grid: tuple[int, int, int]) -> int:
-    t, h, w = grid
-    return t * h * w
 
 
 @pytest.mark.parametrize("backbone", ["r2plus1d", "resnet3d", "x3d"])
