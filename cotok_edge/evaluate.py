@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from .data.clips import ClipQuestions, StreamCache, group_by_clip
 from .data.datasets import FORMATS, QARecord, accuracy, load_split
-from .data.text import decode_answer, encode_questions, load_tokenizer, normalize_answer
+from .data.text import decode_answer, encode_questions, load_tokenizer
 from .data.video import StreamSpec
 from .model import CoTokVQA
 from .model.vqa import DEFAULT_CHECKPOINT
@@ -70,13 +70,19 @@ def score(
     clips: Sequence[ClipQuestions], predictions: Sequence[Sequence[str]], metric: str = "exact"
 ) -> dict[str, object]:
     """Accuracy overall and per category (:func:`cotok_edge.data.datasets.accuracy`)."""
-    records = [
+    return accuracy(_records(clips), _flat(predictions), metric)
+
+
+def _records(clips: Sequence[ClipQuestions]) -> list[QARecord]:
+    return [
         QARecord(Path(c.video_path), q, a, rid, cat, c.start, c.end)
         for c in clips
         for q, a, cat, rid in zip(c.questions, c.answers, c.category_ids, c.record_ids, strict=True)
     ]
-    flat = [p for preds in predictions for p in preds]
-    return accuracy(records, flat, metric)
+
+
+def _flat(predictions: Sequence[Sequence[str]]) -> list[str]:
+    return [p for preds in predictions for p in preds]
 
 
 class BlankedStreams:
@@ -93,16 +99,20 @@ class BlankedStreams:
 
 
 def per_question(
-    clips: Sequence[ClipQuestions], predictions: Sequence[Sequence[str]]
+    clips: Sequence[ClipQuestions], predictions: Sequence[Sequence[str]], metric: str = "exact"
 ) -> dict[str, dict[str, float]]:
-    """Exact-match accuracy ``{question text: {accuracy, count}}``, commonest question first."""
-    hits: dict[str, list[bool]] = {}
-    for c, preds in zip(clips, predictions, strict=True):
-        for q, answers, p in zip(c.questions, c.answers, preds, strict=True):
-            ok = normalize_answer(p) in {normalize_answer(a) for a in answers}
-            hits.setdefault(q, []).append(ok)
-    ordered = sorted(hits.items(), key=lambda kv: -len(kv[1]))
-    return {q: {"accuracy": sum(v) / len(v), "count": len(v)} for q, v in ordered}
+    """Accuracy ``{question text: {accuracy, count}}`` by ``metric``, commonest question first."""
+    groups: dict[str, tuple[list[QARecord], list[str]]] = {}
+    for r, p in zip(_records(clips), _flat(predictions), strict=True):
+        records, preds = groups.setdefault(r.question, ([], []))
+        records.append(r)
+        preds.append(p)
+    ordered = sorted(groups.items(), key=lambda kv: -len(kv[1][0]))
+    out = {}
+    for q, (records, preds) in ordered:
+        result = accuracy(records, preds, metric)
+        out[q] = {"accuracy": result["accuracy"], "count": result["count"]}
+    return out
 
 
 def evaluate_clips(
@@ -124,7 +134,7 @@ def evaluate_clips(
     preds = predict_clips(model, tokenizer, clips, frames, show_progress=show_progress)
     result = score(clips, preds, metric)
     if by_question:
-        result["per_question"] = per_question(clips, preds)
+        result["per_question"] = per_question(clips, preds, metric)
     return result
 
 

@@ -78,6 +78,7 @@ class CoTokenizer(nn.Module):
             {s.name: SpaceTimePosition(s.feature_grid, d) for s in cfg.streams}
         )
         self.text_proj = nn.Linear(cfg.text.dim, d)
+        self.tokenlearners = None
         if cfg.video_tokenizer == "tokenlearner":
             self.tokenlearners = nn.ModuleDict(
                 {
@@ -85,13 +86,10 @@ class CoTokenizer(nn.Module):
                     for s in cfg.streams
                 }
             )
-            num_video = cfg.video_tokens_per_stream * len(cfg.streams)
-        elif cfg.video_tokenizer == "mean":
-            self.tokenlearners = None
-            num_video = cfg.video_tokens_per_stream * len(cfg.streams)
-        else:
-            self.tokenlearners = None
+        if cfg.video_tokenizer == "all":
             num_video = sum(_positions(s.feature_grid) for s in cfg.streams)
+        else:
+            num_video = cfg.video_tokens_per_stream * len(cfg.streams)
         # Tells the layers which stream and slot a token came from; attention alone cannot.
         self.video_pos = nn.Parameter(torch.randn(num_video, d) * 0.02)
         self.layers = nn.ModuleList(
