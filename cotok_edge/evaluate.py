@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data.clips import ClipQuestions, StreamCache, group_by_clip
+from .data.clips import ClipQuestions, StreamCache, grey_pixel, group_by_clip
 from .data.datasets import FORMATS, QARecord, accuracy, load_split
 from .data.text import decode_answer, encode_questions, load_tokenizer
 from .data.video import StreamSpec
@@ -129,8 +129,7 @@ def evaluate_clips(
     cache = StreamCache(clips, specs, cache_root, show_progress=show_progress)
     frames: StreamCache | BlankedStreams = cache
     if blank_streams:
-        grey = [round(255 * m) for m in model.config.mean]
-        frames = BlankedStreams(cache, blank_streams, grey)
+        frames = BlankedStreams(cache, blank_streams, grey_pixel(model.config.mean))
     preds = predict_clips(model, tokenizer, clips, frames, show_progress=show_progress)
     result = score(clips, preds, metric)
     if by_question:

@@ -11,7 +11,9 @@ validation per category into ``metrics.jsonl``, and at the end the final model
 the learning curve per category (``OUT/learning_curve.png``).
 
 Each step takes ``--clips`` clips and *all* their questions: the backbones run
-once per clip, the question-dependent part once per question.
+once per clip, the question-dependent part once per question. With
+``--stream-dropout P`` each stream of each clip is blanked with probability P
+(:func:`drop_streams`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .data.clips import ClipQuestions, StreamCache, group_by_clip
+from .data.clips import ClipQuestions, StreamCache, grey_pixel, group_by_clip
 from .data.datasets import FORMATS, load_split
 from .data.text import (
     encode_answers,
@@ -97,6 +100,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--zero-init-residual", action="store_true",
         help="start every backbone block as its shortcut (last BatchNorm scale 0)",
     )  # fmt: skip
+    p.add_argument(
+        "--stream-dropout", type=float, default=0.0, metavar="P",
+        help="blank each stream of each clip with probability P (never all of a clip's "
+        "streams), so that no stream can leave the others unlearnt",
+    )  # fmt: skip
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--cache-dir", type=Path, help="decoded-clip cache (default OUT/.stream-cache)")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint exactly")
@@ -112,6 +120,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if not 0.0 <= args.stream_dropout < 1.0:
+        p.error(f"--stream-dropout must be in [0, 1), got {args.stream_dropout}")
     if not 0.0 < args.fraction <= 1.0:
         p.error("--fraction must be in (0, 1]")
     if not args.data.is_dir():
@@ -210,6 +220,30 @@ def make_batch(
         "answer_ids": torch.stack([answer_ids[indices[j]][q] for j, q in rows]),
         "clip_index": torch.tensor([j for j, _ in rows]),
     }
+
+
+def drop_streams(
+    streams: dict[str, torch.Tensor], p: float, fill: Sequence[int], rng: np.random.Generator
+) -> dict[str, torch.Tensor]:
+    """Stream dropout: each clip's stream ``[C, 3, T, S, S]`` turns grey with probability ``p``.
+
+    ``fill [3]`` is the grey (uint8, the model's normalisation mean, so a blank
+    stream normalises to zeros, as ``evaluate --blank-stream`` makes it). A clip
+    always keeps at least one stream: where the draw blanks all of them, one
+    chosen at random stays. Blanks in place and returns ``streams``.
+    """
+    names = sorted(streams)
+    clips = streams[names[0]].shape[0]
+    if p <= 0.0 or len(names) < 2:
+        return streams
+    drop = rng.random((clips, len(names))) < p
+    for c in np.flatnonzero(drop.all(axis=1)):
+        drop[c, rng.integers(len(names))] = False
+    grey = torch.tensor(list(fill), dtype=streams[names[0]].dtype)[:, None, None, None]
+    for j, name in enumerate(names):
+        for c in np.flatnonzero(drop[:, j]):
+            streams[name][c] = grey
+    return streams
 
 
 def _setup_distributed() -> tuple[int, int, torch.device]:
@@ -324,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         answers = [training_answer(a) for a in c.answers]
         a_ids.append(encode_answers(tokenizer, answers, t.max_answer_tokens))
 
+    grey = grey_pixel(cfg.mean)
     opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
     start_step = 0
     if args.resume:
@@ -346,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
         batch = make_batch(cache, clips, batches(step), q_ids, q_mask, a_ids)
+        if args.stream_dropout > 0.0:
+            # Seeded by (seed, step, rank) so that a resumed run replays the same blanks.
+            rng = np.random.default_rng([args.seed, step, rank, 1])
+            streams = {s.name: batch[s.name] for s in cfg.streams}
+            drop_streams(streams, args.stream_dropout, grey, rng)
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = ddp(**batch).loss

@@ -21,7 +21,14 @@ from cotok_edge.data.synthetic import generate
 from cotok_edge.data.video import StreamSpec
 from cotok_edge.evaluate import BlankedStreams
 from cotok_edge.evaluate import main as evaluate_main
-from cotok_edge.train import ClipBatches, lr_at, param_groups, parse_args, training_answer
+from cotok_edge.train import (
+    ClipBatches,
+    drop_streams,
+    lr_at,
+    param_groups,
+    parse_args,
+    training_answer,
+)
 from cotok_edge.train import main as train_main
 
 COMMON = ["--format", "msrvtt-qa", "--preset", "tiny", "--clips", "2", "--eval-every", "1000"]
@@ -38,8 +45,9 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "checkpoint" / "model.safetensors"))
 
 
-def test_resume_is_exact(synth: Path, tmp_path: Path) -> None:
-    cache = ["--cache-dir", str(tmp_path / "cache"), "--data", str(synth)]
+@pytest.mark.parametrize("dropout", [[], ["--stream-dropout", "0.5"]], ids=["plain", "dropout"])
+def test_resume_is_exact(synth: Path, tmp_path: Path, dropout: list[str]) -> None:
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--data", str(synth), *dropout]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert train_main([*COMMON, *cache, "--out", str(straight), "--steps", "3"]) == 0
     assert (
@@ -149,6 +157,26 @@ def test_evaluate_by_question_and_with_a_stream_blanked(
     blanked = BlankedStreams(full, ["s1"], [115, 115, 115]).batch([0, 1])
     assert (blanked["s1"] == 115).all()
     np.testing.assert_array_equal(blanked["s3"], full.batch([0, 1])["s3"])
+
+
+def test_stream_dropout_blanks_streams_but_never_a_whole_clip(synth: Path, tmp_path: Path) -> None:
+    shape = (600, 3, 2, 4, 4)
+    streams = {n: torch.full(shape, 7, dtype=torch.uint8) for n in ("s1", "s2", "s3")}
+    drop_streams(streams, 0.5, [1, 2, 3], np.random.default_rng(0))
+    grey = torch.tensor([1, 2, 3], dtype=torch.uint8)[:, None, None, None]
+    blanked = np.zeros((600, 3), dtype=bool)
+    for j, x in enumerate(streams.values()):
+        for c in range(600):
+            blanked[c, j] = torch.equal(x[c], grey.expand(shape[1:]))
+            assert blanked[c, j] or bool((x[c] == 7).all())  # grey or untouched, nothing else
+    assert not blanked.all(axis=1).any()
+    # 1/2, less the 1/8 of clips drawn all-blank that keep one of their three: 0.46.
+    assert np.allclose(blanked.mean(axis=0), 0.5 - 1 / 24, atol=0.05)
+    single = {"s1": torch.full(shape, 7, dtype=torch.uint8)}
+    assert (drop_streams(single, 0.9, [1, 2, 3], np.random.default_rng(0))["s1"] == 7).all()
+    with pytest.raises(SystemExit):
+        parse_args(["--data", str(synth), "--format", "msrvtt-qa", "--out", str(tmp_path),
+                    "--stream-dropout", "1"])  # fmt: skip
 
 
 def test_schedule_and_batches() -> None:

@@ -116,6 +116,11 @@ class StreamCache:
         return {name: np.ascontiguousarray(arr[idx]) for name, arr in self.arrays.items()}
 
 
+def grey_pixel(mean: Sequence[float]) -> list[int]:
+    """The uint8 RGB colour that normalising with ``mean`` turns into zeros: a blank frame."""
+    return [round(255 * m) for m in mean]
+
+
 def _cache_key(clips: Sequence[ClipQuestions], specs: Sequence[StreamSpec]) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([[s.name, s.frames, s.size] for s in specs]).encode())
