@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from cotok_edge.manifest import Manifest
 
+from .scoring import SURE_MARGIN
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
@@ -45,14 +47,23 @@ def render_report(manifest: Manifest) -> str:
         f"split {sl['split']}). Agreement and logit errors are against PyTorch FP32 "
         "(`answer_logits`, the logits each greedy step chose from).",
         "",
-        "| backend, precision | accuracy | agreement | max logit err | mean logit err |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| backend, precision | accuracy | agreement | agreement where FP32 is sure "
+        "| max logit err | mean logit err |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in par["rows"].items():
+        sure = "-"
+        if r.get("sure_agreement") is not None:  # older bundles have none
+            sure = f"{_pct(r['sure_agreement'])} of {_pct(r['sure_share'])}"
         lines.append(
-            f"| {name} | {_pct(r['accuracy'])} | {_pct(r['agreement'])} | "
+            f"| {name} | {_pct(r['accuracy'])} | {_pct(r['agreement'])} | {sure} | "
             f"{r['max_logit_error']:.2e} | {r['mean_logit_error']:.2e} |"
         )
+    lines += [
+        "",
+        "Sure: FP32's first answer token leads the runner-up by at least "
+        f"{SURE_MARGIN:g} logits; shown as agreement on those questions, of their share.",
+    ]
     cats = next(iter(par["rows"].values())).get("per_category") or {}
     if cats:
         lines += ["", "Accuracy per category:", ""]

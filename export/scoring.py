@@ -2,8 +2,9 @@
 
 The build runs the same batches (:func:`cotok_edge.export.calibration.qa_batches`)
 through PyTorch and through each exported variant with ONNX Runtime, and reports per
-variant: accuracy (overall and per category), answer agreement with PyTorch FP32, and
-the max and mean absolute error of ``answer_logits`` against it.
+variant: accuracy (overall and per category), answer agreement with PyTorch FP32 (on
+every question, and on those FP32 answers with a clear margin), and the max and mean
+absolute error of ``answer_logits`` against it.
 
 Both paths run the video backbones once per clip and gather the features per question
 (``clip_index``), as the runtime does.
@@ -114,14 +115,34 @@ def score(pred: Predictions, clips: Sequence[ClipQuestions], tokenizer: object) 
     return score_clips(clips, grouped)
 
 
-def compare(ref: Predictions, got: Predictions) -> dict[str, float]:
-    """Answer agreement and logit errors of ``got`` against ``ref``."""
+#: A reference answer whose first token leads the runner-up by at least this many logits
+#: (odds of e^2, about 7 to 1) counts as one the reference is sure of. Where it is not,
+#: INT8 noise of a logit or so may flip the answer without the graph being wrong.
+SURE_MARGIN = 2.0
+
+
+def first_token_margin(logits: np.ndarray) -> np.ndarray:
+    """``[Q, A, V]`` logits -> ``[Q]``: top-1 minus top-2 logit at the first answer step."""
+    top2 = np.partition(logits[:, 0], -2, axis=-1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def compare(ref: Predictions, got: Predictions) -> dict[str, float | None]:
+    """Answer agreement and logit errors of ``got`` against ``ref``.
+
+    Besides the agreement on every question, ``sure_agreement`` is the agreement on the
+    questions whose reference margin (:func:`first_token_margin`) is at least
+    :data:`SURE_MARGIN` (None when there is none), and ``sure_share`` their share.
+    """
     if ref.ids.shape != got.ids.shape:
         raise ValueError(f"compare: answer shapes differ, {ref.ids.shape} vs {got.ids.shape}")
-    agree = float(np.mean(np.all(ref.ids == got.ids, axis=1)))
+    same = np.all(ref.ids == got.ids, axis=1)
+    sure = first_token_margin(ref.logits) >= SURE_MARGIN
     err = np.abs(ref.logits - got.logits)
     return {
-        "agreement": agree,
+        "agreement": float(np.mean(same)),
+        "sure_agreement": float(np.mean(same[sure])) if sure.any() else None,
+        "sure_share": float(np.mean(sure)),
         "max_logit_error": float(err.max()),
         "mean_logit_error": float(err.mean()),
     }
@@ -129,7 +150,9 @@ def compare(ref: Predictions, got: Predictions) -> dict[str, float]:
 
 __all__ = [
     "Predictions",
+    "SURE_MARGIN",
     "compare",
+    "first_token_margin",
     "ort_predictions",
     "score",
     "texts",

@@ -126,6 +126,9 @@ def test_int8_build_writes_a_verified_bundle(int8_bundle):
     assert code == (0 if all(b["passed"] for b in bars.values()) else 1)
     report = (out / "report.md").read_text()
     assert "onnxruntime int8 (QAT)" in report and "GMACs" in report
+    assert "agreement where FP32 is sure" in report
+    assert rows["torch fp32"]["sure_agreement"] in (1.0, None)
+    assert 0.0 <= rows["onnxruntime int8 (QAT)"]["sure_share"] <= 1.0
     assert not (out / "finish_on_device.sh").exists()  # the CPU target has nothing to finish
 
 
@@ -334,3 +337,19 @@ def test_qat_moves_weights_but_keeps_batchnorm_statistics() -> None:
         assert torch.equal(m.num_batches_tracked, seen)
     assert not torch.equal(model.backbones["s1"].stem[0][0].weight, weight)
     assert not model.training
+
+
+def test_agreement_is_also_measured_where_the_reference_is_sure() -> None:
+    from cotok_edge.export.scoring import SURE_MARGIN, Predictions, compare, first_token_margin
+
+    # Three questions, one answer step, a vocabulary of 3: FP32 is sure of the first two.
+    ref_logits = np.array([[[5.0, 0.0, 0.0]], [[0.0, 4.0, 1.0]], [[1.0, 1.5, 0.0]]], np.float32)
+    ref = Predictions(np.array([[0], [1], [1]]), ref_logits)
+    np.testing.assert_allclose(first_token_margin(ref_logits), [5.0, 3.0, 0.5])
+    assert SURE_MARGIN == 2.0
+    got = Predictions(np.array([[0], [2], [0]]), ref_logits + 0.1)  # flips a sure and a tie
+    r = compare(ref, got)
+    assert r["agreement"] == pytest.approx(1 / 3)
+    assert r["sure_agreement"] == pytest.approx(1 / 2) and r["sure_share"] == pytest.approx(2 / 3)
+    unsure = Predictions(ref.ids, np.zeros_like(ref_logits))
+    assert compare(unsure, unsure)["sure_agreement"] is None

@@ -444,6 +444,13 @@ def build(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _sure_note(row: dict[str, Any]) -> str:
+    """Agreement on the questions FP32 answers with a clear margin, where there are any."""
+    if row.get("sure_agreement") is None:
+        return ""
+    return f"  (sure {100 * row['sure_share']:.0f}%: agreement {100 * row['sure_agreement']:.1f}%)"
+
+
 def _print_summary(
     args: argparse.Namespace,
     target: Any,
@@ -456,6 +463,7 @@ def _print_summary(
         print(
             f"  {name:<24} accuracy {100 * r['accuracy']:5.1f}%  agreement "
             f"{100 * r['agreement']:5.1f}%  max |logit err| {r['max_logit_error']:.2e}"
+            + _sure_note(r)
         )
     for name, b in bars.items():
         print(f"  bar {name}: {b['value']:.4g} ({b['bar']}) {'ok' if b['passed'] else 'MISSED'}")
