@@ -2,11 +2,11 @@
 
     python -m benchmarks.train_step --preset tiny --clips 8 --questions 4 [--profile]
 
-A step is what ``python -m cotok_edge.train`` runs: ``--clips`` clips, each
-with ``--questions`` questions (the backbones run once per clip, the
-question-dependent part once per question). Random uint8 clips and token ids
-of the real shapes (the speed does not depend on the values); 2 warm-up steps,
-then the median and spread of ``--steps``.
+A step is what ``python -m cotok_edge.train`` runs (bf16 autocast where it would
+use it, ``--bf16``): ``--clips`` clips, each with ``--questions`` questions (the
+backbones run once per clip, the question-dependent part once per question).
+Random uint8 clips and token ids of the real shapes (the speed does not depend on
+the values); 2 warm-up steps, then the median and spread of ``--steps``.
 
 ``--profile`` adds a table of where the time goes: forward and backward of each
 component (each stream's backbone, the question encoder, the K co-tokenization
@@ -27,6 +27,7 @@ from tqdm import tqdm
 from cotok_edge import CoTokConfig, CoTokVQA
 from cotok_edge.build.host import cpu_name
 from cotok_edge.model.config import PRESETS
+from cotok_edge.train import use_bf16
 
 
 def step_inputs(model: CoTokVQA, clips: int, questions: int, answer_len: int) -> dict:
@@ -104,7 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answer-len", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="time each component too")
     parser.add_argument("--top-ops", type=int, default=12, help="ops listed by --profile")
+    parser.add_argument(
+        "--bf16", choices=("auto", "on", "off"), default="auto",
+        help="bf16 autocast, decided as `cotok_edge.train --bf16` decides it (auto: on "
+        "for CPUs with AMX)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    bf16 = use_bf16(args.bf16, torch.device("cpu"))
 
     torch.manual_seed(0)
     model = CoTokVQA(CoTokConfig.preset(args.preset)).train()
@@ -112,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     inputs = step_inputs(model, args.clips, args.questions, args.answer_len)
 
     def train_step() -> None:
-        loss = model(**inputs).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**inputs).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -126,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             times.append(time.perf_counter() - t0)
     print(
         f"machine: {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+        + (", bf16 autocast" if bf16 else ", fp32")
     )
     print("| preset | clips x questions | steps timed | median s/step | min | max |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -134,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{statistics.median(times):.3f} | {min(times):.3f} | {max(times):.3f} |"
     )
     if args.profile:
-        rows = profile_components(model, inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            rows = profile_components(model, inputs)
         total = sum(r[2] for r in rows)
         print("\n| component | forward s | forward+backward s | share of fwd+bwd |")
         print("|---|---:|---:|---:|")

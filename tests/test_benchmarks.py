@@ -366,3 +366,14 @@ def test_ablation_table_reads_each_runs_evaluation(tmp_path, capsys):
     assert "run 's1': no evaluation at step 4" in capsys.readouterr().err
     assert ablations.main(["--run", f"x={tmp_path / 'missing'}"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bf16", ["off", "on"])
+def test_train_step_benchmark_times_steps_in_either_precision(bf16, capsys):
+    from benchmarks import train_step
+
+    argv = ["--preset", "tiny", "--clips", "1", "--questions", "2", "--steps", "1"]
+    assert train_step.main([*argv, "--bf16", bf16]) == 0
+    out = capsys.readouterr().out
+    assert (", bf16 autocast" in out) == (bf16 == "on")
+    assert "| tiny | 1 x 2 | 1 |" in out
