@@ -8,7 +8,10 @@ evaluations (``eval`` records, every ``--eval-every`` steps) are read as written
 nothing is re-run. ``--step`` picks the evaluation to compare (default: each
 run's last); runs without an evaluation at that step are an error that names them.
 Prints a markdown table (overall and per category, with the run's seed and
-command) and, with ``--png``, draws the per-category bars beside it.
+command) and, with ``--png``, draws the per-category bars beside it. Runs given
+under one label (``--run s2=runs/s2-seed0 --run s2=runs/s2-seed1``) are seeds of
+one configuration: they make one row, the mean with each seed's value after it,
+and one bar with each seed drawn as a dot.
 """
 
 from __future__ import annotations
@@ -78,16 +81,38 @@ def _run_args(folder: Path) -> dict[str, Any]:
     return {}
 
 
+def by_label(runs: list[RunEval]) -> dict[str, list[RunEval]]:
+    """The runs grouped by label (the seeds of one configuration), in the order given."""
+    groups: dict[str, list[RunEval]] = {}
+    for r in runs:
+        groups.setdefault(r.label, []).append(r)
+    return groups
+
+
+def _cell(values: list[float | None]) -> str:
+    """Mean in %, then each seed's value when there are several; "-" when none has one."""
+    if any(v is None for v in values):
+        return "-"
+    pct = [100 * v for v in values if v is not None]
+    mean = f"{sum(pct) / len(pct):.1f}%"
+    return mean if len(pct) == 1 else f"{mean} ({', '.join(f'{v:.1f}' for v in pct)})"
+
+
 def table(runs: list[RunEval]) -> str:
-    """Markdown: one row per run, overall and per-category accuracy in %."""
+    """Markdown: one row per label, overall and per-category accuracy in %.
+
+    A label with several runs shows the mean over them and each run's value.
+    """
     cats = sorted({c for r in runs for c in r.per_category})
     head = ["run", "step", "questions", "overall"] + [CATEGORY_NAMES.get(c, c) for c in cats]
     rows = ["| " + " | ".join(head + ["seed", "differs from the default by"]) + " |"]
     rows.append("|" + "---|" * 2 + "---:|" * (len(head) - 2) + "---:|---|")
-    for r in runs:
-        cells = [r.label, str(r.step), str(r.count), f"{100 * r.accuracy:.1f}%"]
-        cells += [f"{100 * r.per_category[c]:.1f}%" if c in r.per_category else "-" for c in cats]
-        cells += [str(r.seed), _differences(r.args)]
+    for label, group in by_label(runs).items():
+        steps = sorted({r.step for r in group})
+        cells = [label, ", ".join(map(str, steps)), str(group[0].count)]
+        cells.append(_cell([r.accuracy for r in group]))
+        cells += [_cell([r.per_category.get(c) for r in group]) for c in cats]
+        cells += [", ".join(str(r.seed) for r in group), _differences(group[0].args)]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -104,11 +129,13 @@ def _differences(args: dict[str, Any]) -> str:
         keep.append(f"--fraction {args['fraction']}")
     if args.get("stop_at"):
         keep.append(f"--stop-at {args['stop_at']}")
+    if args.get("stream_dropout"):
+        keep.append(f"--stream-dropout {args['stream_dropout']}")
     return ", ".join(keep) or "-"
 
 
 def plot(runs: list[RunEval], png: Path) -> None:
-    """Grouped bars: accuracy per category (and overall) for each run."""
+    """Grouped bars: accuracy per category (and overall) for each label, its runs as dots."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -117,11 +144,19 @@ def plot(runs: list[RunEval], png: Path) -> None:
     fig = Figure(figsize=(8, 4), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    width = 0.8 / len(runs)
-    for k, r in enumerate(runs):
-        vals = [r.accuracy] + [r.per_category.get(c, 0.0) for c in cats]
-        xs = [i + (k - (len(runs) - 1) / 2) * width for i in range(len(groups))]
-        ax.bar(xs, [100 * v for v in vals], width, label=f"{r.label} (step {r.step})")
+    labels = by_label(runs)
+    width = 0.8 / len(labels)
+    for k, (label, group) in enumerate(labels.items()):
+        xs = [i + (k - (len(labels) - 1) / 2) * width for i in range(len(groups))]
+        per_run = [[r.accuracy] + [r.per_category.get(c, 0.0) for c in cats] for r in group]
+        means = [100 * sum(col) / len(col) for col in zip(*per_run, strict=True)]
+        steps = ", ".join(str(s) for s in sorted({r.step for r in group}))
+        seeds = f", {len(group)} seeds" if len(group) > 1 else ""
+        bars = ax.bar(xs, means, width, label=f"{label} (step {steps}{seeds})")
+        if len(group) > 1:
+            for vals in per_run:
+                ax.plot(xs, [100 * v for v in vals], "o", ms=3, color="black",
+                        markerfacecolor=bars.patches[0].get_facecolor())  # fmt: skip
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel("validation accuracy (%)")
     ax.set_ylim(0, 100)

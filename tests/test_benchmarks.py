@@ -368,6 +368,23 @@ def test_ablation_table_reads_each_runs_evaluation(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_ablation_runs_under_one_label_are_seeds_of_one_row(tmp_path, capsys):
+    from benchmarks import ablations
+
+    a0 = _fake_run(tmp_path / "a0", {2: {"0": 0.25, "1": 0.5}})
+    a1 = _fake_run(tmp_path / "a1", {2: {"0": 0.75, "1": 1.0}}, seed=1)
+    b = _fake_run(tmp_path / "b", {2: {"0": 0.5, "1": 0.5}}, streams="s2", stream_dropout=0.3)
+    png = tmp_path / "seeds.png"
+    argv = ["--run", f"three={a0}", "--run", f"s2={b}", "--run", f"three={a1}", "--png", str(png)]
+    assert ablations.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    three = "| three | 2 | 80 | 62.5% (37.5, 87.5) | 50.0% (25.0, 75.0) | 75.0% (50.0, 100.0) |"
+    assert f"{three} 0, 1 | - |" in lines
+    s2 = "| s2 | 2 | 80 | 50.0% | 50.0% | 50.0% |"
+    assert f"{s2} 0 | --streams s2, --stream-dropout 0.3 |" in lines
+    assert png.stat().st_size > 0
+
+
 @pytest.mark.parametrize("bf16", ["off", "on"])
 def test_train_step_benchmark_times_steps_in_either_precision(bf16, capsys):
     from benchmarks import train_step
