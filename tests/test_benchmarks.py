@@ -394,3 +394,19 @@ def test_train_step_benchmark_times_steps_in_either_precision(bf16, capsys):
     out = capsys.readouterr().out
     assert (", bf16 autocast" in out) == (bf16 == "on")
     assert "| tiny | 1 x 2 | 1 |" in out
+
+
+def test_stream_ceiling_bounds_what_fewer_frames_can_answer():
+    from benchmarks import stream_ceiling
+
+    assert stream_ceiling.seen_frames(32) == list(range(32))
+    assert stream_ceiling.seen_frames(16) == list(range(1, 32, 2))
+    assert stream_ceiling.seen_frames(8) == list(range(2, 32, 4))
+    lamps = [{"color": "red", "on_frames": [3]}, {"color": "blue", "on_frames": [6]}]
+    assert stream_ceiling.lamp_observation(lamps, [2, 3, 6]) == ((), ("red",), ("blue",))
+    assert stream_ceiling.fine_time_answer(lamps, "order") == "red"
+    r = stream_ceiling.ceilings(3000, seed=1, progress=False)
+    # Every frame shows every blink and flash: the answer is a function of the look.
+    assert r["s1"]["count"] == r["s1"]["order"] == 1.0
+    assert r["s3"]["fine time"] < r["s2"]["fine time"] < r["s1"]["fine time"]
+    assert r["s3"]["held-out fine time"] <= r["s3"]["fine time"] + 0.05
