@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-ops", type=int, default=12, help="ops listed by --profile")
     parser.add_argument(
         "--bf16", choices=("auto", "on", "off"), default="auto",
-        help="bf16 autocast, decided as `cotok_edge.train --bf16` decides it (auto: on "
-        "for CPUs with AMX)",
+        help="bf16 autocast, decided as `cotok_edge.train --bf16` decides it (auto: off "
+        "on a CPU)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     bf16 = use_bf16(args.bf16, torch.device("cpu"))
