@@ -93,7 +93,7 @@ def _cell(values: list[float | None]) -> str:
     """Mean in %, then each seed's value when there are several; "-" when none has one."""
     if any(v is None for v in values):
         return "-"
-    pct = [100 * v for v in values if v is not None]
+    pct = [100 * v for v in values]
     mean = f"{sum(pct) / len(pct):.1f}%"
     return mean if len(pct) == 1 else f"{mean} ({', '.join(f'{v:.1f}' for v in pct)})"
 

@@ -236,16 +236,14 @@ def drop_streams(
     chosen at random stays. Blanks in place and returns ``streams``.
     """
     names = sorted(streams)
-    clips = streams[names[0]].shape[0]
     if p <= 0.0 or len(names) < 2:
         return streams
-    drop = rng.random((clips, len(names))) < p
+    drop = rng.random((streams[names[0]].shape[0], len(names))) < p
     for c in np.flatnonzero(drop.all(axis=1)):
         drop[c, rng.integers(len(names))] = False
     grey = torch.tensor(list(fill), dtype=streams[names[0]].dtype)[:, None, None, None]
     for j, name in enumerate(names):
-        for c in np.flatnonzero(drop[:, j]):
-            streams[name][c] = grey
+        streams[name][torch.from_numpy(drop[:, j])] = grey
     return streams
 
 

@@ -53,7 +53,7 @@ def render_report(manifest: Manifest) -> str:
     ]
     for name, r in par["rows"].items():
         sure = "-"
-        if r.get("sure_agreement") is not None:  # older bundles have none
+        if r.get("sure_agreement") is not None:  # None: FP32 is sure of no question
             sure = f"{_pct(r['sure_agreement'])} of {_pct(r['sure_share'])}"
         lines.append(
             f"| {name} | {_pct(r['accuracy'])} | {_pct(r['agreement'])} | {sure} | "
