@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -48,6 +49,7 @@ from .data.video import StreamSpec
 from .evaluate import evaluate_clips
 from .model import CoTokConfig, CoTokVQA
 from .model.config import PRESETS, VIDEO_TOKENIZERS
+from .model.reslice import reslice_time
 from .train_state import load_training_checkpoint, save_training_checkpoint
 
 # Command-line flag -> CoTokConfig field it overrides.
@@ -72,6 +74,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--video-tokenizer", choices=VIDEO_TOKENIZERS,
         help="override how video becomes tokens (mean: the mean-pooling control)",
+    )  # fmt: skip
+    p.add_argument(
+        "--reslice-time", action="append", default=[], metavar="STREAM=G",
+        help="with --init: cut STREAM's time axis into G slices instead of the checkpoint's "
+        "(the weights carry over; see cotok_edge.model.reslice); repeatable",
     )  # fmt: skip
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
     p.add_argument("--clips", type=int, default=8, help="clips per step (all their questions)")
@@ -106,6 +113,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "streams), so that no stream can leave the others unlearnt",
     )  # fmt: skip
     p.add_argument(
+        "--question-weight", action="append", default=[], metavar="REGEX=W",
+        help="weigh the loss of every training question whose text matches REGEX "
+        "(case-insensitive search) by W >= 0 instead of 1; repeatable, the first match wins",
+    )  # fmt: skip
+    p.add_argument(
         "--bf16", choices=("auto", "on", "off"), default="auto",
         help="bf16 autocast (auto: on for bf16 CUDA devices; on: also on a CPU, fast with AMX)",
     )  # fmt: skip
@@ -125,6 +137,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if not 0.0 <= args.stream_dropout < 1.0:
         p.error(f"--stream-dropout must be in [0, 1), got {args.stream_dropout}")
+    try:
+        args.question_weight = [parse_question_weight(w) for w in args.question_weight]
+    except ValueError as e:
+        p.error(str(e))
     if not 0.0 < args.fraction <= 1.0:
         p.error("--fraction must be in (0, 1]")
     if not args.data.is_dir():
@@ -139,6 +155,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ]
         if given:
             p.error(f"--init {args.init}: the checkpoint fixes the model; drop {', '.join(given)}")
+    reslice: dict[str, int] = {}
+    for item in args.reslice_time:
+        name, sep, value = item.partition("=")
+        if not sep or not value.isdigit() or int(value) < 1:
+            p.error(f"--reslice-time {item!r}: expected STREAM=G with G >= 1, e.g. s1=32")
+        reslice[name] = int(value)
+    if reslice and args.init is None:
+        p.error("--reslice-time changes a trained model's slices: it needs --init")
+    args.reslice_time = reslice
     if args.tokenizer is not None and not args.tokenizer.is_file():
         p.error(f"--tokenizer {args.tokenizer}: no such file")
     if args.max_answer_tokens is not None and args.max_answer_tokens < 2:
@@ -148,6 +173,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.resume and not (args.out / "checkpoint").exists():
         p.error(f"--resume: {args.out}/checkpoint does not exist")
     return args
+
+
+def parse_question_weight(text: str) -> tuple[re.Pattern[str], float]:
+    """``"REGEX=W"`` -> (compiled case-insensitive pattern, W); ``ValueError`` if malformed."""
+    pattern, sep, value = text.rpartition("=")
+    if not sep or not pattern:
+        raise ValueError(f"--question-weight {text!r}: expected REGEX=W, e.g. 'how many=2'")
+    try:
+        weight = float(value)
+    except ValueError:
+        raise ValueError(f"--question-weight {text!r}: W={value!r} is not a number") from None
+    if not (math.isfinite(weight) and weight >= 0.0):
+        raise ValueError(f"--question-weight {text!r}: W must be finite and >= 0, got {weight}")
+    try:
+        return re.compile(pattern, re.IGNORECASE), weight
+    except re.error as e:
+        raise ValueError(f"--question-weight {text!r}: bad regular expression ({e})") from None
+
+
+def question_weights(
+    clips: list[ClipQuestions], rules: list[tuple[re.Pattern[str], float]]
+) -> list[torch.Tensor]:
+    """Per clip, the loss weight of each of its questions ``[Q_c]`` (1 where no rule matches).
+
+    Raises ``ValueError`` for a rule that matches no training question (a typo
+    would otherwise silently weigh nothing).
+    """
+    used = [0] * len(rules)
+    out = []
+    for clip in clips:
+        row = []
+        for question in clip.questions:
+            weight = 1.0
+            for j, (pattern, w) in enumerate(rules):
+                if pattern.search(question):
+                    weight, used[j] = w, used[j] + 1
+                    break
+            row.append(weight)
+        out.append(torch.tensor(row, dtype=torch.float32))
+    for (pattern, _), n in zip(rules, used, strict=True):
+        if n == 0:
+            raise ValueError(f"--question-weight {pattern.pattern!r}: matches no training question")
+    return out
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -212,17 +280,24 @@ def make_batch(
     question_ids: list[torch.Tensor],
     question_mask: list[torch.Tensor],
     answer_ids: list[torch.Tensor],
+    loss_weight: list[torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Streams of ``indices`` ``[C, 3, T, S, S]`` and all their questions ``[B, L]``."""
+    """Streams of ``indices`` ``[C, 3, T, S, S]`` and all their questions ``[B, L]``.
+
+    With ``loss_weight`` (per clip ``[Q_c]``) the batch also holds ``loss_weight [B]``.
+    """
     streams = {k: torch.from_numpy(v) for k, v in cache.batch(indices).items()}
     rows = [(j, q) for j, i in enumerate(indices) for q in range(len(clips[i].questions))]
-    return {
+    batch = {
         **streams,
         "question_ids": torch.stack([question_ids[indices[j]][q] for j, q in rows]),
         "question_mask": torch.stack([question_mask[indices[j]][q] for j, q in rows]),
         "answer_ids": torch.stack([answer_ids[indices[j]][q] for j, q in rows]),
         "clip_index": torch.tensor([j for j, _ in rows]),
     }
+    if loss_weight is not None:
+        batch["loss_weight"] = torch.stack([loss_weight[indices[j]][q] for j, q in rows])
+    return batch
 
 
 def drop_streams(
@@ -331,6 +406,11 @@ def main(argv: list[str] | None = None) -> int:
         model = CoTokVQA.from_pretrained(
             args.init, edit_config=lambda cfg: _set_answer_length(cfg, args)
         )
+        if args.reslice_time:
+            try:
+                model = reslice_time(model, args.reslice_time)
+            except ValueError as e:
+                raise SystemExit(f"--reslice-time: {e}") from None
         if model.config.text.vocab_size < tokenizer.get_vocab_size():
             raise SystemExit(f"--init {args.init}: its vocabulary is smaller than the tokenizer's")
     else:
@@ -363,6 +443,10 @@ def main(argv: list[str] | None = None) -> int:
         answers = [training_answer(a) for a in c.answers]
         a_ids.append(encode_answers(tokenizer, answers, t.max_answer_tokens))
 
+    try:
+        weights = question_weights(clips, args.question_weight) if args.question_weight else None
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     grey = grey_pixel(cfg.mean)
     opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
     start_step = 0
@@ -385,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
-        batch = make_batch(cache, clips, batches(step), q_ids, q_mask, a_ids)
+        batch = make_batch(cache, clips, batches(step), q_ids, q_mask, a_ids, weights)
         if args.stream_dropout > 0.0:
             # Seeded by (seed, step, rank) so that a resumed run replays the same blanks.
             rng = np.random.default_rng([args.seed, step, rank, 1])
@@ -459,7 +543,11 @@ def _eval_clips(args: argparse.Namespace, cfg: CoTokConfig) -> list[ClipQuestion
 
 
 def _jsonable(args: argparse.Namespace) -> dict[str, object]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    out: dict[str, object] = {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+    }
+    out["question_weight"] = [f"{p.pattern}={w}" for p, w in args.question_weight]
+    return out
 
 
 def _plot_learning_curve(metrics_file: Path, png: Path) -> None:

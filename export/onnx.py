@@ -254,7 +254,7 @@ def graph_io(
             TensorSpec(
                 maps_name(s),
                 "float32",
-                (b, cfg.steps, cfg.video_tokens_per_stream, _positions(model, s)),
+                (b, cfg.steps, cfg.video_tokens(s), _positions(model, s)),
             )
             for s in model.stream_names
         ]

@@ -151,7 +151,7 @@ def test_explain_variant_outputs_the_maps_of_every_step(model, tmp_path):
     got = dict(zip(names, sess.run(None, feeds), strict=True))
     for s in model.stream_names:
         want = torch.stack([m[s] for m in maps], dim=1).numpy()
-        assert got[f"maps_{s}"].shape == (1, cfg.steps, cfg.video_tokens_per_stream, want.shape[-1])
+        assert got[f"maps_{s}"].shape == (1, cfg.steps, cfg.video_tokens(s), want.shape[-1])
         np.testing.assert_allclose(got[f"maps_{s}"], want, atol=1e-5)
         np.testing.assert_allclose(got[f"maps_{s}"].sum(-1), 1.0, atol=1e-4)
 

@@ -33,7 +33,7 @@ def _check_outputs(model: CoTokVQA, batch: int) -> None:
         for step in out.maps:
             for name, (t, h, w) in model.feature_grids.items():
                 a = step[name]
-                tokens = cfg.video_tokens_per_stream
+                tokens = cfg.video_tokens(name)
                 assert a.shape == (batch, tokens, t * h * w)
                 torch.testing.assert_close(a.sum(-1), torch.ones(batch, tokens))
     ids = model.generate(**inputs)
@@ -236,17 +236,40 @@ def test_consecutive_questions_per_clip_take_the_shared_path(tiny: CoTokVQA) -> 
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
 
 
-def test_time_sliced_tokens_pool_only_their_slice(tiny: CoTokVQA) -> None:
-    cfg = tiny.config
-    assert cfg.time_groups > 1  # the shipped preset slices time
-    _, maps = tiny.generate(**tiny.example_inputs(1), return_maps=True)
-    for name, (t, h, w) in tiny.feature_grids.items():
-        a = maps[0][name][0].reshape(cfg.time_groups, cfg.tokens_per_stream, t, h * w)
-        per_slice = t // cfg.time_groups
-        for g in range(cfg.time_groups):
+def _check_maps_stay_in_their_slice(model: CoTokVQA) -> None:
+    cfg = model.config
+    _, maps = model.generate(**model.example_inputs(1), return_maps=True)
+    for name, (t, h, w) in model.feature_grids.items():
+        groups = cfg.time_groups_of(name)
+        a = maps[0][name][0].reshape(groups, cfg.tokens_per_stream, t, h * w)
+        per_slice = t // groups
+        for g in range(groups):
             inside = a[g, :, g * per_slice : (g + 1) * per_slice]
             torch.testing.assert_close(inside.sum((-1, -2)), torch.ones(cfg.tokens_per_stream))
             assert a[g].sum() == pytest.approx(inside.sum().item())
+
+
+def test_time_sliced_tokens_pool_only_their_slice(tiny: CoTokVQA) -> None:
+    assert min(tiny.config.time_groups_of(n) for n in tiny.stream_names) > 1  # time is sliced
+    _check_maps_stay_in_their_slice(tiny)
+
+
+def test_a_stream_can_slice_time_its_own_way() -> None:
+    # s1 sliced per frame (32 slices), the others by the model's G: each stream's maps
+    # stay inside its own slices and the token count follows each stream's G.
+    data = CoTokConfig.preset("tiny").to_dict()
+    data["streams"][0]["time_groups"] = 32
+    cfg = CoTokConfig.from_dict(json.loads(json.dumps(data)))
+    assert cfg.time_groups_of("s1") == 32 and cfg.time_groups_of("s3") == cfg.time_groups
+    assert cfg.video_tokens("s1") == 32 * cfg.tokens_per_stream
+    torch.manual_seed(0)
+    model = CoTokVQA(cfg).eval()
+    total = sum(cfg.video_tokens(n) for n in model.stream_names)
+    assert model.cotokenizer.video_pos.shape == (total, cfg.dim)
+    _check_maps_stay_in_their_slice(model)
+    data["streams"][0]["time_groups"] = 5
+    with pytest.raises(ValueError, match="time_groups: 5 does not divide the 32 time steps"):
+        CoTokConfig.from_dict(data)
 
 
 def test_video_features_carry_their_space_time_position(tiny: CoTokVQA) -> None:
@@ -307,7 +330,7 @@ def test_mean_pooling_control_sees_only_each_slices_average() -> None:
     data = CoTokConfig.preset("tiny").to_dict()
     data["video_tokenizer"] = "mean"
     cfg = CoTokConfig.from_dict(data)
-    assert cfg.video_tokens_per_stream == cfg.time_groups
+    assert all(cfg.video_tokens(s.name) == cfg.time_groups for s in cfg.streams)
     model = CoTokVQA(cfg).eval()
     _check_outputs(model, batch=2)
     cot = model.cotokenizer
@@ -321,7 +344,7 @@ def test_mean_pooling_control_sees_only_each_slices_average() -> None:
     base = memory(video)
     shuffled, moved = {}, {}
     for s in cfg.streams:
-        g, x = cfg.time_groups, video[s.name]
+        g, x = cfg.time_groups_of(s.name), video[s.name]
         slices = x.reshape(2, g, -1, cfg.dim)
         perm = torch.randperm(slices.shape[2])
         shuffled[s.name] = slices[:, :, perm].reshape(x.shape)
@@ -348,3 +371,32 @@ def test_zero_init_residual_starts_every_block_as_its_shortcut(backbone: str) ->
     # One zeroed scale per block (a BatchNorm's weight), nothing else.
     zeroed = [n for n, p in net.named_parameters() if n.endswith(".weight") and not p.any()]
     assert len(zeroed) == len(blocks)
+
+
+def test_reslice_time_keeps_the_weights_and_spreads_slot_embeddings(tiny: CoTokVQA) -> None:
+    from cotok_edge.model.reslice import reslice_time
+
+    cfg = tiny.config
+    g_old, s_tok = cfg.time_groups_of("s1"), cfg.tokens_per_stream
+    new = reslice_time(tiny, {"s1": 32})
+    assert new.config.time_groups_of("s1") == 32
+    assert new.config.time_groups_of("s2") == cfg.time_groups_of("s2")
+    old_w, new_w = tiny.state_dict(), new.state_dict()
+    for k in old_w:
+        if k != "cotokenizer.video_pos":
+            assert torch.equal(old_w[k], new_w[k]), k
+    old_pos, new_pos = old_w["cotokenizer.video_pos"], new_w["cotokenizer.video_pos"]
+    per_old = 32 // g_old
+    for frame in range(32):  # frame f's slots copy the old slice that held frame f
+        for k in range(s_tok):
+            torch.testing.assert_close(
+                new_pos[frame * s_tok + k], old_pos[(frame // per_old) * s_tok + k]
+            )
+    rest = old_pos.shape[0] - g_old * s_tok  # the other streams' rows, unchanged
+    torch.testing.assert_close(new_pos[-rest:], old_pos[-rest:])
+    same = reslice_time(tiny, {})
+    inputs = tiny.example_inputs(2)
+    with torch.no_grad():
+        torch.testing.assert_close(same(**inputs).logits, tiny(**inputs).logits)
+    with pytest.raises(ValueError, match=r"no stream named \['s9'\]"):
+        reslice_time(tiny, {"s9": 2})

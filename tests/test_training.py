@@ -27,6 +27,8 @@ from cotok_edge.train import (
     lr_at,
     param_groups,
     parse_args,
+    parse_question_weight,
+    question_weights,
     training_answer,
 )
 from cotok_edge.train import main as train_main
@@ -103,6 +105,85 @@ def test_model_overrides_are_validated_with_the_whole_config(synth: Path, tmp_pa
         parse_args([*args, "--init", str(run / "model"), "--cotok-steps", "3", "--force"])
     with pytest.raises(SystemExit):  # a trained checkpoint's initialisation is its weights
         parse_args([*args, "--init", str(run / "model"), "--zero-init-residual", "--force"])
+
+
+def test_question_weights_match_by_regex_first_rule_wins(synth: Path) -> None:
+    clips = group_by_clip(load_split("msrvtt-qa", synth, "train"))
+    rules = [parse_question_weight("how many|flashes first=3"), parse_question_weight("WHAT=0.5")]
+    weights = question_weights(clips, rules)
+    for clip, w in zip(clips, weights, strict=True):
+        assert w.shape == (len(clip.questions),)
+        for q, got in zip(clip.questions, w.tolist(), strict=True):
+            want = 3.0 if ("how many" in q or "flashes first" in q) else 0.5 if "what" in q else 1.0
+            assert got == want, q
+    with pytest.raises(ValueError, match="'no such question': matches no training question"):
+        question_weights(clips, [parse_question_weight("no such question=2")])
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("what", "expected REGEX=W"),
+        ("what=x", "W='x' is not a number"),
+        ("what=-1", "W must be finite and >= 0"),
+        ("what=nan", "W must be finite and >= 0"),
+        ("(what=2", "bad regular expression"),
+    ],
+)
+def test_bad_question_weights_are_refused(
+    synth: Path, tmp_path: Path, capsys, flag: str, message: str
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--data", str(synth), "--format", "msrvtt-qa", "--out", str(tmp_path),
+                    "--question-weight", flag])  # fmt: skip
+    assert message in capsys.readouterr().err
+
+
+def test_weighted_loss_is_the_plain_mean_at_weight_one_and_drops_weight_zero() -> None:
+    torch.manual_seed(0)
+    model = CoTokVQA(CoTokConfig.preset("tiny")).eval()
+    inputs = model.example_inputs(3)
+    answers = torch.tensor([[5, 6, 2, 0], [7, 2, 0, 0], [8, 9, 10, 2]])
+    with torch.no_grad():
+        plain = model(**inputs, answer_ids=answers).loss
+        ones = model(**inputs, answer_ids=answers, loss_weight=torch.ones(3)).loss
+        twos = model(**inputs, answer_ids=answers, loss_weight=torch.full((3,), 2.0)).loss
+        first_two = model(**inputs, answer_ids=answers, loss_weight=torch.tensor([1.0, 1.0, 0.0]))
+        alone = model(
+            **{k: v[:2] for k, v in inputs.items()}, answer_ids=answers[:2, :3]
+        ).loss  # the same two questions without the third
+    torch.testing.assert_close(ones, plain)
+    torch.testing.assert_close(twos, plain)
+    torch.testing.assert_close(first_two.loss, alone)
+    for bad, message in [
+        (torch.ones(2), r"expected shape \[3\]"),
+        (torch.tensor([1.0, -1.0, 1.0]), "finite and >= 0"),
+        (torch.zeros(3), "at least one question"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            model(**inputs, answer_ids=answers, loss_weight=bad)
+
+
+def test_training_with_question_weights_and_a_resliced_init(synth: Path, tmp_path: Path) -> None:
+    cache = ["--data", str(synth), "--cache-dir", str(tmp_path / "c")]
+    base = tmp_path / "base"
+    assert train_main([*COMMON, *cache, "--out", str(base), "--steps", "1"]) == 0
+    run = tmp_path / "run"
+    flags = ["--init", str(base / "model"), "--question-weight", "how many=2", "--steps", "1"]
+    assert train_main([*COMMON, *cache, "--out", str(run), *flags, "--reslice-time", "s1=32"]) == 0
+    state = json.loads((run / "checkpoint" / "train_state.json").read_text())
+    assert state["args"]["question_weight"] == ["how many=2.0"]
+    assert (
+        json.loads((run / "model" / "config.json").read_text())["streams"][0]["time_groups"] == 32
+    )
+    with pytest.raises(SystemExit, match="matches no training question"):
+        train_main([*COMMON, *cache, "--out", str(tmp_path / "r2"), "--steps", "1",
+                    "--question-weight", "no such question=2"])  # fmt: skip
+    with pytest.raises(SystemExit, match="6 does not divide the 32 time steps"):
+        train_main([*COMMON, *cache, "--out", str(tmp_path / "r3"), *flags,
+                    "--reslice-time", "s1=6"])  # fmt: skip
+    with pytest.raises(SystemExit):  # re-slicing is for a trained model: --init is needed
+        parse_args([*COMMON, *cache, "--out", str(tmp_path / "r4"), "--reslice-time", "s1=32"])
 
 
 def test_weight_decay_spares_embeddings_norms_and_biases() -> None:

@@ -38,6 +38,11 @@ class StreamConfig:
         (1x3x3 then 3x1x1), the default; ``resnet3d``: bottleneck blocks with
         a 3x3x3 middle convolution (3D-ResNet-50); ``x3d``: X3D bottlenecks
         (1x1x1, depthwise 3x3x3, squeeze-excite, 1x1x1) with ``expansion``.
+
+    time_groups:
+        this stream's G (see :class:`CoTokConfig`); ``None`` takes the model's.
+        A 32-frame stream can slice per frame while an 8-frame one slices per
+        frame too: both then keep every time step in the token set.
     """
 
     name: str
@@ -51,6 +56,7 @@ class StreamConfig:
     spatial_strides: tuple[int, ...] = (1, 2, 2, 2)
     temporal_strides: tuple[int, ...] = (1, 1, 1, 1)
     expansion: float = 4.0
+    time_groups: int | None = None
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -125,7 +131,8 @@ class CoTokConfig:
             in the token set (as scenic's TokenLearner video models learn S
             tokens per time step); a token pooled over a whole clip could not
             say how often or in which order something happened. The feature
-            grid's T must be divisible by G.
+            grid's T must be divisible by G. A stream's own ``time_groups``
+            overrides it for that stream.
         tokenlearner_hidden: hidden width of the TokenLearner MLP (64 in V1.1).
         video_tokenizer: ``tokenlearner`` (the method); ``mean`` (the
             mean-pooling control: each time slice of a stream becomes one
@@ -171,26 +178,31 @@ class CoTokConfig:
             raise ValueError("CoTokConfig: dim and text.dim must be divisible by their heads")
         if self.steps < 1:
             raise ValueError(f"CoTokConfig.steps: need at least 1, got {self.steps}")
-        if self.tokens_per_stream < 1 or self.time_groups < 1:
+        if self.tokens_per_stream < 1 or min(self.time_groups_of(n) for n in names) < 1:
             raise ValueError(
                 "CoTokConfig: tokens_per_stream and time_groups need at least 1, got "
-                f"{self.tokens_per_stream} and {self.time_groups}"
+                f"{self.tokens_per_stream} and {[self.time_groups_of(n) for n in names]}"
             )
         if self.video_tokenizer in ("tokenlearner", "mean"):
             for s in self.streams:
-                t = s.feature_grid[0]
-                if t % self.time_groups:
+                t, g = s.feature_grid[0], self.time_groups_of(s.name)
+                if t % g:
                     raise ValueError(
-                        f"CoTokConfig.time_groups: {self.time_groups} does not divide the "
+                        f"CoTokConfig.time_groups: {g} does not divide the "
                         f"{t} time steps of stream {s.name!r}'s feature grid"
                     )
 
-    @property
-    def video_tokens_per_stream(self) -> int:
+    def time_groups_of(self, stream: str) -> int:
+        """G of one stream: its own ``time_groups`` if set, else the model's."""
+        for s in self.streams:
+            if s.name == stream:
+                return self.time_groups if s.time_groups is None else s.time_groups
+        raise KeyError(f"no stream named {stream!r}; streams: {[s.name for s in self.streams]}")
+
+    def video_tokens(self, stream: str) -> int:
         """Tokens one stream gives per co-tokenization step: S * G (``mean``: G)."""
-        if self.video_tokenizer == "mean":
-            return self.time_groups
-        return self.tokens_per_stream * self.time_groups
+        g = self.time_groups_of(stream)
+        return g if self.video_tokenizer == "mean" else self.tokens_per_stream * g
 
     # JSON round trip -----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

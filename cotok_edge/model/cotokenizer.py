@@ -89,7 +89,7 @@ class CoTokenizer(nn.Module):
         if cfg.video_tokenizer == "all":
             num_video = sum(_positions(s.feature_grid) for s in cfg.streams)
         else:
-            num_video = cfg.video_tokens_per_stream * len(cfg.streams)
+            num_video = sum(cfg.video_tokens(s.name) for s in cfg.streams)
         # Tells the layers which stream and slot a token came from; attention alone cannot.
         self.video_pos = nn.Parameter(torch.randn(num_video, d) * 0.02)
         self.layers = nn.ModuleList(
@@ -119,13 +119,13 @@ class CoTokenizer(nn.Module):
         """
         assert self.tokenlearners is not None
         return {
-            name: self.tokenlearners[name].clip_hidden(self.time_slices(video[name]))
+            name: self.tokenlearners[name].clip_hidden(self.time_slices(name, video[name]))
             for name in self.stream_names
         }
 
-    def time_slices(self, x: Tensor) -> Tensor:
-        """``[C, N, d]`` with N in (T, H, W) order -> ``[C, G, N/G, d]``: G time slices."""
-        g = self.cfg.time_groups
+    def time_slices(self, name: str, x: Tensor) -> Tensor:
+        """Stream ``name``'s ``[C, N, d]``, N in (T, H, W) order -> ``[C, G, N/G, d]``: G slices."""
+        g = self.cfg.time_groups_of(name)
         return x.reshape(x.shape[0], g, x.shape[1] // g, x.shape[2])
 
     def _stream_tokens(
@@ -137,8 +137,8 @@ class CoTokenizer(nn.Module):
         :meth:`clip_hidden`, the B questions then being B/C consecutive ones per clip.
         """
         assert self.tokenlearners is not None
-        g, n, batch, dim = self.cfg.time_groups, x.shape[1], cond.shape[0], x.shape[2]
-        xs = self.time_slices(x)  # [C, G, n, d]
+        g, n, batch, dim = self.cfg.time_groups_of(name), x.shape[1], cond.shape[0], x.shape[2]
+        xs = self.time_slices(name, x)  # [C, G, n, d]
         if hidden is None:
             cond_g = cond.repeat_interleave(g, dim=0) if g > 1 else cond  # row b*G+j: question b
             z, a = self.tokenlearners[name](xs.flatten(0, 1), cond_g, return_maps)
@@ -182,7 +182,7 @@ class CoTokenizer(nn.Module):
                     maps[name] = a
             v = torch.cat(parts, dim=1) + self.video_pos
         elif self.cfg.video_tokenizer == "mean":
-            means = [self.time_slices(video[name]).mean(2) for name in self.stream_names]
+            means = [self.time_slices(n, video[n]).mean(2) for n in self.stream_names]
             v = torch.cat(means, dim=1) + self.video_pos  # [B, G * streams, d]
         elif k == 0:
             v = torch.cat([video[name] for name in self.stream_names], dim=1) + self.video_pos

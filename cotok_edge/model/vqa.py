@@ -226,12 +226,15 @@ class CoTokVQA(nn.Module):
         answer_ids: Tensor | None = None,
         *,
         clip_index: Tensor | None = None,
+        loss_weight: Tensor | None = None,
         return_maps: bool = False,
         **streams: Tensor,
     ) -> CoTokOutput:
         """Teacher-forced answer loss (training); streams are passed by name (``s1=...``).
 
         ``clip_index [B]`` lets several questions share one clip's backbone pass.
+        ``loss_weight [B]`` (>= 0) weighs each question's answer tokens in the mean;
+        all ones gives the plain mean over answer tokens.
         """
         batch = self.validate_inputs(streams, question_ids, question_mask, answer_ids, clip_index)
         video = self.encode_video(streams)
@@ -241,11 +244,20 @@ class CoTokVQA(nn.Module):
             return CoTokOutput(None, self.answer_logits(bos, state), maps)
         prefix = torch.cat([bos, answer_ids[:, :-1].long()], dim=1)
         logits = self.answer_logits(prefix, state)
-        loss = F.cross_entropy(
+        pad = self.config.text.pad_id
+        if loss_weight is None:
+            loss = F.cross_entropy(
+                logits.flatten(0, 1).float(), answer_ids.long().flatten(), ignore_index=pad
+            )
+            return CoTokOutput(loss, logits, maps)
+        weight = _check_loss_weight(loss_weight, batch)[:, None] * (answer_ids != pad)
+        per_token = F.cross_entropy(
             logits.flatten(0, 1).float(),
             answer_ids.long().flatten(),
-            ignore_index=self.config.text.pad_id,
-        )
+            ignore_index=pad,
+            reduction="none",
+        ).view_as(weight)
+        loss = (per_token * weight).sum() / weight.sum().clamp(min=1e-12)
         return CoTokOutput(loss, logits, maps)
 
     @torch.no_grad()
@@ -404,3 +416,16 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _check_loss_weight(loss_weight: Tensor, batch: int) -> Tensor:
+    """``loss_weight`` as float32 ``[B]``; raises ``ValueError`` naming what is wrong."""
+    if not isinstance(loss_weight, Tensor) or tuple(loss_weight.shape) != (batch,):
+        got = list(loss_weight.shape) if isinstance(loss_weight, Tensor) else type(loss_weight)
+        raise ValueError(f"loss_weight: expected shape [{batch}] (one per question), got {got}")
+    weight = loss_weight.float()
+    if not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
+        raise ValueError("loss_weight: every weight must be finite and >= 0")
+    if not bool((weight > 0).any()):
+        raise ValueError("loss_weight: at least one question needs a weight above 0")
+    return weight
