@@ -234,7 +234,8 @@ class CoTokVQA(nn.Module):
 
         ``clip_index [B]`` lets several questions share one clip's backbone pass.
         ``loss_weight [B]`` (>= 0) weighs each question's answer tokens in the mean;
-        all ones gives the plain mean over answer tokens.
+        all ones gives the plain mean over answer tokens, all zeros a loss of 0
+        (a batch of questions that a ``--question-weight`` rule leaves out).
         """
         batch = self.validate_inputs(streams, question_ids, question_mask, answer_ids, clip_index)
         video = self.encode_video(streams)
@@ -426,6 +427,4 @@ def _check_loss_weight(loss_weight: Tensor, batch: int) -> Tensor:
     weight = loss_weight.float()
     if not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
         raise ValueError("loss_weight: every weight must be finite and >= 0")
-    if not bool((weight > 0).any()):
-        raise ValueError("loss_weight: at least one question needs a weight above 0")
     return weight
