@@ -76,9 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="override how video becomes tokens (mean: the mean-pooling control)",
     )  # fmt: skip
     p.add_argument(
-        "--reslice-time", action="append", default=[], metavar="STREAM=G",
-        help="with --init: cut STREAM's time axis into G slices instead of the checkpoint's "
-        "(the weights carry over; see cotok_edge.model.reslice); repeatable",
+        "--stream-time-groups", action="append", default=[], metavar="STREAM=G",
+        help="cut STREAM's time axis into G slices (e.g. s1=32: one per frame); with --init "
+        "the checkpoint's weights carry over (cotok_edge.model.reslice); repeatable",
     )  # fmt: skip
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
     p.add_argument("--clips", type=int, default=8, help="clips per step (all their questions)")
@@ -155,15 +155,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ]
         if given:
             p.error(f"--init {args.init}: the checkpoint fixes the model; drop {', '.join(given)}")
-    reslice: dict[str, int] = {}
-    for item in args.reslice_time:
+    groups: dict[str, int] = {}
+    for item in args.stream_time_groups:
         name, sep, value = item.partition("=")
         if not sep or not value.isdigit() or int(value) < 1:
-            p.error(f"--reslice-time {item!r}: expected STREAM=G with G >= 1, e.g. s1=32")
-        reslice[name] = int(value)
-    if reslice and args.init is None:
-        p.error("--reslice-time changes a trained model's slices: it needs --init")
-    args.reslice_time = reslice
+            p.error(f"--stream-time-groups {item!r}: expected STREAM=G with G >= 1, e.g. s1=32")
+        groups[name] = int(value)
+    args.stream_time_groups = groups
     if args.tokenizer is not None and not args.tokenizer.is_file():
         p.error(f"--tokenizer {args.tokenizer}: no such file")
     if args.max_answer_tokens is not None and args.max_answer_tokens < 2:
@@ -364,6 +362,11 @@ def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
             data[key] = getattr(args, flag)
     if args.max_answer_tokens is not None:
         data["text"]["max_answer_tokens"] = args.max_answer_tokens
+    names = [s["name"] for s in data["streams"]]
+    for name, groups in args.stream_time_groups.items():
+        if name not in names:
+            raise SystemExit(f"--stream-time-groups {name}={groups}: no stream {name!r} in {names}")
+        data["streams"][names.index(name)]["time_groups"] = groups
     try:
         return CoTokConfig.from_dict(data)
     except ValueError as e:
@@ -406,11 +409,11 @@ def main(argv: list[str] | None = None) -> int:
         model = CoTokVQA.from_pretrained(
             args.init, edit_config=lambda cfg: _set_answer_length(cfg, args)
         )
-        if args.reslice_time:
+        if args.stream_time_groups:
             try:
-                model = reslice_time(model, args.reslice_time)
+                model = reslice_time(model, args.stream_time_groups)
             except ValueError as e:
-                raise SystemExit(f"--reslice-time: {e}") from None
+                raise SystemExit(f"--stream-time-groups: {e}") from None
         if model.config.text.vocab_size < tokenizer.get_vocab_size():
             raise SystemExit(f"--init {args.init}: its vocabulary is smaller than the tokenizer's")
     else:

@@ -172,7 +172,10 @@ def test_training_with_question_weights_and_a_resliced_init(synth: Path, tmp_pat
     assert train_main([*COMMON, *cache, "--out", str(base), "--steps", "1"]) == 0
     run = tmp_path / "run"
     flags = ["--init", str(base / "model"), "--question-weight", "how many=2", "--steps", "1"]
-    assert train_main([*COMMON, *cache, "--out", str(run), *flags, "--reslice-time", "s1=32"]) == 0
+    assert (
+        train_main([*COMMON, *cache, "--out", str(run), *flags, "--stream-time-groups", "s1=32"])
+        == 0
+    )
     state = json.loads((run / "checkpoint" / "train_state.json").read_text())
     assert state["args"]["question_weight"] == ["how many=2.0"]
     assert (
@@ -183,9 +186,16 @@ def test_training_with_question_weights_and_a_resliced_init(synth: Path, tmp_pat
                     "--question-weight", "no such question=2"])  # fmt: skip
     with pytest.raises(SystemExit, match="6 does not divide the 32 time steps"):
         train_main([*COMMON, *cache, "--out", str(tmp_path / "r3"), *flags,
-                    "--reslice-time", "s1=6"])  # fmt: skip
-    with pytest.raises(SystemExit):  # re-slicing is for a trained model: --init is needed
-        parse_args([*COMMON, *cache, "--out", str(tmp_path / "r4"), "--reslice-time", "s1=32"])
+                    "--stream-time-groups", "s1=6"])  # fmt: skip
+    fresh = tmp_path / "fresh"  # without --init: the preset with s1 cut per frame
+    args = [*COMMON, *cache, "--out", str(fresh), "--steps", "1", "--stream-time-groups", "s1=16"]
+    assert train_main(args) == 0
+    assert (
+        json.loads((fresh / "model" / "config.json").read_text())["streams"][0]["time_groups"] == 16
+    )
+    with pytest.raises(SystemExit, match="no stream 's9'"):
+        train_main([*COMMON, *cache, "--out", str(tmp_path / "r4"), "--steps", "1",
+                    "--stream-time-groups", "s9=2"])  # fmt: skip
 
 
 def test_weight_decay_spares_embeddings_norms_and_biases() -> None:
