@@ -41,8 +41,8 @@ class StreamConfig:
 
     time_groups:
         this stream's G (see :class:`CoTokConfig`); ``None`` takes the model's.
-        A 32-frame stream can slice per frame while an 8-frame one slices per
-        frame too: both then keep every time step in the token set.
+        E.g. 32 slices (one per frame) for the 32-frame stream while the
+        others keep the model's G.
     """
 
     name: str
