@@ -147,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", type=Path, help="decoded-clip cache (default DATA/.stream-cache)")
     p.add_argument("--by-question", action="store_true", help="accuracy per question text too")
     p.add_argument(
+        "--device", default="cpu",
+        help="torch device to answer on (cpu, cuda, cuda:1; auto: cuda when there is one)",
+    )  # fmt: skip
+    p.add_argument(
         "--blank-stream", action="append", default=[], metavar="NAME",
         help="answer with this stream's frames replaced by grey (repeatable)",
     )  # fmt: skip
@@ -159,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         model = CoTokVQA.from_pretrained(ckpt)
     except (FileNotFoundError, ValueError) as e:
         p.error(f"--checkpoint: {e}")
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    try:
+        model.to("cpu" if device == "auto" else device)
+    except (RuntimeError, AssertionError) as e:
+        p.error(f"--device {args.device}: {e}")
     tokenizer = load_tokenizer(tok_file)
     unknown = sorted(set(args.blank_stream) - set(model.stream_names))
     if unknown:

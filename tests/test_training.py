@@ -68,6 +68,48 @@ def test_resume_is_exact(synth: Path, tmp_path: Path, dropout: list[str]) -> Non
         assert (straight / "learning_curve.png").stat().st_size > 0
 
 
+def test_parallel_decoding_and_clips_held_on_the_device_change_nothing(
+    synth: Path, tmp_path: Path
+) -> None:
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    common = [*COMMON, "--data", str(synth), "--steps", "2"]
+    assert train_main([*common, "--out", str(serial), "--cache-dir", str(tmp_path / "c1")]) == 0
+    assert (
+        train_main([*common, "--out", str(parallel), "--cache-dir", str(tmp_path / "c2"),
+                    "--decode-workers", "2", "--cache-on-device"])  # fmt: skip
+        == 0
+    )
+    keys = sorted(p.name for p in (tmp_path / "c1").iterdir() if p.is_dir())
+    assert keys == sorted(p.name for p in (tmp_path / "c2").iterdir() if p.is_dir())
+    sizes = set()
+    for key in keys:  # the training clips' cache and the validation clips'
+        for name in ("s1", "s2", "s3"):
+            a, b = (np.load(tmp_path / c / key / f"{name}.npy") for c in ("c1", "c2"))
+            assert a.any() and np.array_equal(a, b), (key, name)
+            sizes.add(a.shape[0])
+    assert sizes == {4, 2}
+    a, b = _weights(serial), _weights(parallel)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_a_time_budget_ends_the_run_with_the_schedule_decayed(synth: Path, tmp_path: Path) -> None:
+    run = tmp_path / "budget"
+    argv = [*COMMON, "--data", str(synth), "--out", str(run), "--cache-dir", str(tmp_path / "c"),
+            "--steps", "100000", "--warmup", "1", "--time-budget", "4"]  # fmt: skip
+    assert train_main(argv) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    steps = [r for r in records if "loss" in r]
+    assert 2 <= len(steps) < 100000 and records[-1]["budget_end"]
+    assert "eval" in records[-1]  # the run's end is evaluated like a last step
+    lrs = [r["lr"] for r in steps[1:]]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.5 * 1e-3
+    state = json.loads((run / "checkpoint" / "train_state.json").read_text())
+    assert state["step"] == len(steps)
+    with pytest.raises(SystemExit):  # a wall-clock schedule cannot be replayed
+        parse_args([*argv, "--force", "--stop-at", "3"])
+
+
 def test_refuses_to_overwrite_a_run(synth: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     (run / "checkpoint").mkdir(parents=True)
@@ -224,6 +266,11 @@ def test_evaluate_prints_accuracy_per_category(synth: Path, tmp_path: Path, caps
     assert result["count"] == 8  # 2 clips x 4 questions
     assert set(result["per_category"]) == {"0", "1", "2", "3"}
     assert 0.0 <= result["accuracy"] <= 1.0
+    bad = "nosuchdevice" if torch.cuda.is_available() else "cuda"
+    with pytest.raises(SystemExit):
+        evaluate_main(["--checkpoint", str(run / "model"), "--data", str(synth),
+                       "--format", "msrvtt-qa", "--device", bad])  # fmt: skip
+    assert f"--device {bad}: " in capsys.readouterr().err
 
 
 def test_evaluate_by_question_and_with_a_stream_blanked(
@@ -278,6 +325,10 @@ def test_schedule_and_batches() -> None:
     assert lr_at(9, ns) == pytest.approx(1.0)
     assert lr_at(60, ns) == pytest.approx(0.5)
     assert lr_at(110, ns) == pytest.approx(0.0)
+    timed = type("A", (), {"lr": 1.0, "warmup": 10, "steps": 10**6})()
+    assert lr_at(20, timed, time_progress=0.5) == pytest.approx(0.5)  # half the budget spent
+    assert lr_at(20, timed, time_progress=1.0) == pytest.approx(0.0)
+    assert lr_at(5, timed, time_progress=None) == pytest.approx(0.6)  # warm-up counts steps
     b = ClipBatches(5, 4, seed=1, rank=0, world=1)
     seen = b(0) + b(1)[:1]  # the first 5 clips drawn are one epoch: each clip once
     assert sorted(seen) == [0, 1, 2, 3, 4]

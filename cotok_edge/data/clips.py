@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import shutil
 import tempfile
@@ -68,36 +69,45 @@ class StreamCache:
         specs: Sequence[StreamSpec],
         cache_root: Path,
         show_progress: bool = True,
+        workers: int = 1,
     ):
+        """``workers`` processes decode a cache that is not built yet (1: this one)."""
+        if workers < 1:
+            raise ValueError(f"StreamCache: workers must be at least 1, got {workers}")
         self.specs = list(specs)
         key = _cache_key(clips, self.specs)
         self.folder = Path(cache_root) / key
         if not (self.folder / "done").is_file():
-            self._build(clips, show_progress)
+            self._build(clips, show_progress, workers)
         self.arrays = {
             s.name: np.load(self.folder / f"{s.name}.npy", mmap_mode="r") for s in self.specs
         }
 
-    def _build(self, clips: Sequence[ClipQuestions], show_progress: bool) -> None:
+    def _build(self, clips: Sequence[ClipQuestions], show_progress: bool, workers: int) -> None:
         self.folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=self.folder.parent))
         try:
-            out = {
-                s.name: np.lib.format.open_memmap(
-                    tmp / f"{s.name}.npy", "w+", np.uint8, (len(clips), 3, s.frames, s.size, s.size)
-                )
-                for s in self.specs
-            }
-            for i, clip in enumerate(
-                tqdm(clips, desc="decoding clips", disable=not show_progress, unit="clip")
-            ):
-                streams = load_streams(
-                    clip.video_path, start=clip.start, end=clip.end, streams=self.specs
-                )
-                for name, arr in out.items():
-                    arr[i] = streams.arrays[name]
-            for arr in out.values():
-                arr.flush()
+            for s in self.specs:
+                shape = (len(clips), 3, s.frames, s.size, s.size)
+                np.lib.format.open_memmap(tmp / f"{s.name}.npy", "w+", np.uint8, shape).flush()
+            # Each task decodes a contiguous run of clips into the same memmaps (opened
+            # r+ in every worker): no frames travel between processes.
+            chunk = max(1, min(64, -(-len(clips) // (4 * workers))))
+            tasks = [
+                (tmp, self.specs, list(clips[i : i + chunk]), i)
+                for i in range(0, len(clips), chunk)
+            ]
+            bar = tqdm(
+                total=len(clips), desc="decoding clips", disable=not show_progress, unit="clip"
+            )
+            if workers == 1 or len(tasks) == 1:
+                for task in tasks:
+                    bar.update(_decode_into(task))
+            else:
+                with mp.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+                    for done in pool.imap_unordered(_decode_into, tasks):
+                        bar.update(done)
+            bar.close()
             (tmp / "done").write_text("")
             if self.folder.exists():  # another process finished first
                 shutil.rmtree(tmp)
@@ -114,6 +124,19 @@ class StreamCache:
         """name -> uint8 ``[len(indices), 3, T, S, S]`` (a copy, safe to hand to torch)."""
         idx = np.asarray(indices)
         return {name: np.ascontiguousarray(arr[idx]) for name, arr in self.arrays.items()}
+
+
+def _decode_into(task: tuple[Path, list[StreamSpec], list[ClipQuestions], int]) -> int:
+    """Decode ``clips`` into rows ``first..`` of the memmaps in ``folder``; returns the count."""
+    folder, specs, clips, first = task
+    out = {s.name: np.load(folder / f"{s.name}.npy", mmap_mode="r+") for s in specs}
+    for i, clip in enumerate(clips, start=first):
+        streams = load_streams(clip.video_path, start=clip.start, end=clip.end, streams=specs)
+        for name, arr in out.items():
+            arr[i] = streams.arrays[name]
+    for arr in out.values():
+        arr.flush()
+    return len(clips)
 
 
 def grey_pixel(mean: Sequence[float]) -> list[int]:

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# One lease of a GPU machine, every part bounded in wall-clock time:
+#
+#     bash benchmarks/gpu_session.sh OUT SECONDS
+#
+# 1. writes the synthetic benchmark (seed 0, 6,000 training clips: data/synth6k's
+#    command) and decodes its training clips once, on all cores but two, while the
+#    fused TokenLearner kernels are checked and timed on those two (benchmarks/kernels.py);
+# 2. trains three models side by side on the GPU, each for the same wall-clock budget
+#    (`--time-budget`: the cosine schedule spans it), clips held in GPU memory:
+#      A: tiny, 32 clips a step;  B: tiny, 64 clips a step;  C: edge, 16 clips (all seed 0;
+#      a small model's step costs about the same at 32 or 64 clips on a GPU: B asks what
+#      the larger batch buys at the same rate);
+# 3. answers the test split with each (`evaluate --by-question`);
+# 4. times the model on the GPU (python -m benchmarks.model_gpu, no torch.compile);
+# 5. packs OUT/{A,B,C}.tar (model, metrics, curves, test answers; C without its
+#    weights, 80 MB) and OUT/gpu.tar (kernel and model tables, machine.txt).
+#
+# SECONDS is the whole session's wall clock (default 540): the training budget is
+# what is left after the data and before the measured time the steps after it need.
+# Environment: SMALL=1 writes a few clips and trains for seconds (a dry run on a CPU).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR=${1:?usage: gpu_session.sh OUT [SECONDS]}
+TOTAL=${2:-540}
+T0=$(date +%s)
+mkdir -p "$OUT_DIR/gpu"
+LOG="$OUT_DIR/session.log"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+since() { echo $(($(date +%s) - T0)); }
+log() { echo "[$(since) s] $*" | tee -a "$LOG" >&2; }
+
+if [ -d .whl ]; then  # packages the GPU image lacks (PyAV), carried as wheels
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
+fi
+# Training needs no install (run from the repo root); the kernel benchmark does.
+"$PY" -c 'import cotok_edge.kernels' 2>/dev/null ||
+    "$PY" -m pip install -q --no-deps --no-build-isolation -e . >> "$LOG" 2>&1 ||
+    log "pip install -e . failed: the kernel benchmark will not run"
+pin() {  # pin CPUS CMD...: run CMD on those cores where taskset exists
+    local cpus=$1
+    shift
+    if command -v taskset > /dev/null; then taskset -c "$cpus" "$@"; else "$@"; fi
+}
+CUDA=$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')
+CORES=$(nproc)
+log "start: $CORES cores, CUDA $CUDA"
+
+WORK=${WORK:-/tmp/cotok-session}
+DATA="$WORK/synth6k" CACHE="$WORK/cache" RUNS="$WORK/runs"
+mkdir -p "$WORK" "$RUNS"
+if [ "${SMALL:-0}" = 1 ]; then
+    GEN=(--train 24 --val 4 --test 4 --extra-train 8) EVAL_CLIPS=4 EVAL_EVERY=20 WARMUP=2
+else
+    GEN=(--train 1200 --val 150 --test 300 --extra-train 4800) EVAL_CLIPS=150 EVAL_EVERY=500
+    WARMUP=300
+fi
+DATA_CPUS="2-$((CORES - 1))" WORKERS=$((CORES - 2))
+[ "$WORKERS" -lt 1 ] && DATA_CPUS="0-$((CORES - 1))" WORKERS=1
+
+# -- 1. data on all cores but two; the kernels on those two ---------------------------------
+if [ "$CUDA" = 1 ]; then
+    pin 0,1 timeout 100 "$PY" benchmarks/kernels.py --out "$OUT_DIR/gpu/kernels.md" \
+        ${CUDA_LIB:+--cuda-lib "$CUDA_LIB"} > "$OUT_DIR/gpu/kernels.log" 2>&1 &
+    KERNELS=$!
+fi
+pin "$DATA_CPUS" "$PY" -m cotok_edge.data.synthetic --out "$DATA" "${GEN[@]}" --seed 0 \
+    --workers "$WORKERS" >> "$LOG" 2>&1 || { log "data generation failed"; exit 1; }
+log "data written"
+pin "$DATA_CPUS" "$PY" - "$DATA" "$CACHE" "$WORKERS" >> "$LOG" 2>&1 <<'EOF' || exit 1
+import sys
+from pathlib import Path
+from cotok_edge import CoTokConfig
+from cotok_edge.data.clips import StreamCache, group_by_clip
+from cotok_edge.data.datasets import load_split
+from cotok_edge.data.video import StreamSpec
+data, cache, workers = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+specs = [StreamSpec(s.name, s.frames, s.size) for s in CoTokConfig.preset("tiny").streams]
+for split in ("train", "val", "test"):
+    clips = group_by_clip(load_split("msrvtt-qa", data, split))
+    StreamCache(clips, specs, cache, show_progress=False, workers=workers)
+    print(f"{split}: {len(clips)} clips decoded")
+EOF
+log "clips decoded"
+[ -n "${KERNELS:-}" ] && { wait "$KERNELS"; log "kernels: exit $?"; }
+
+# -- 2. three training runs side by side --------------------------------------------------------
+AFTER=${AFTER:-130}  # seconds the steps after training need: its start, the evaluations, timings
+BUDGET=$((TOTAL - $(since) - AFTER))
+[ "$BUDGET" -lt 10 ] && BUDGET=10
+DEVICE=$([ "$CUDA" = 1 ] && echo cuda || echo cpu)
+log "training: $BUDGET s each"
+COMMON=(--data "$DATA" --format msrvtt-qa --steps 1000000 --time-budget "$BUDGET" --lr 1e-3
+    --warmup "$WARMUP" --eval-every "$EVAL_EVERY" --eval-clips "$EVAL_CLIPS"
+    --checkpoint-every 1000000 --cache-dir "$CACHE" --cache-on-device --force
+    --tokenizer cotok_edge/assets/default/tokenizer.json)  # the shipped model's vocabulary
+declare -A PIDS
+"$PY" -m cotok_edge.train "${COMMON[@]}" --preset tiny --clips 32 --seed 0 --out "$RUNS/A" \
+    > "$RUNS/A.log" 2>&1 & PIDS[A]=$!
+"$PY" -m cotok_edge.train "${COMMON[@]}" --preset tiny --clips 64 --seed 0 --out "$RUNS/B" \
+    > "$RUNS/B.log" 2>&1 & PIDS[B]=$!
+"$PY" -m cotok_edge.train "${COMMON[@]}" --preset edge --clips 16 --seed 0 --out "$RUNS/C" \
+    > "$RUNS/C.log" 2>&1 & PIDS[C]=$!
+for run in A B C; do
+    wait "${PIDS[$run]}"
+    log "run $run: exit $?, $(grep -c '"loss"' "$RUNS/$run/metrics.jsonl" 2>/dev/null) steps"
+done
+
+# -- 3. the test split ------------------------------------------------------------------------------
+for run in A B C; do
+    [ -f "$RUNS/$run/model/config.json" ] || continue
+    "$PY" -m cotok_edge.evaluate --checkpoint "$RUNS/$run/model" --data "$DATA" \
+        --format msrvtt-qa --split test --by-question --device "$DEVICE" --cache-dir "$CACHE" \
+        > "$RUNS/$run/test.json" 2> "$RUNS/$run/test.err" &
+done
+wait
+for run in A B C; do
+    log "run $run test: $("$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]))
+print(round(100*r["accuracy"],1), {k: round(100*v["accuracy"],1) for k,v in r["per_category"].items()})' \
+        "$RUNS/$run/test.json" 2>/dev/null)"
+done
+
+# -- 4. the model on the GPU --------------------------------------------------------------------
+if [ "$CUDA" = 1 ]; then
+    LEFT=$((TOTAL - $(since) - 15))
+    if [ "$LEFT" -gt 20 ]; then
+        timeout "$LEFT" "$PY" -m benchmarks.model_gpu --presets tiny edge paper --batches 1 8 \
+            --runs 50 --warmup 10 --no-compile --out "$OUT_DIR/gpu/model.md" \
+            --json "$OUT_DIR/gpu/model.json" > "$OUT_DIR/gpu/model.log" 2>&1
+        log "model timings: exit $?"
+    fi
+    {
+        echo "machine: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1);"
+        echo "CPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $CORES cores;"
+        "$PY" -c 'import torch, triton; print("torch", torch.__version__, "CUDA",
+torch.version.cuda, "triton", triton.__version__)'
+        echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    } > "$OUT_DIR/gpu/machine.txt" 2>&1
+fi
+
+# -- 5. pack ----------------------------------------------------------------------------------------
+for run in A B C; do
+    [ -d "$RUNS/$run" ] || continue
+    files=(metrics.jsonl learning_curve.png test.json test.err model/config.json model/tokenizer.json)
+    [ "$run" != C ] && files+=(model/model.safetensors)
+    cp "$RUNS/$run.log" "$RUNS/$run/train.log"
+    (cd "$RUNS/$run" && tar cf "$OUT_DIR/$run.tar" train.log $(ls "${files[@]}" 2>/dev/null))
+done
+(cd "$OUT_DIR" && tar cf gpu.tar gpu && rm -r gpu)
+log "done"
