@@ -58,7 +58,8 @@ else
     WARMUP=300
 fi
 DATA_CPUS="2-$((CORES - 1))" WORKERS=$((CORES - 2))
-[ "$WORKERS" -lt 1 ] && DATA_CPUS="0-$((CORES - 1))" WORKERS=1
+# Two workers at least, so that a dry run on a small machine takes the parallel path too.
+[ "$WORKERS" -lt 2 ] && DATA_CPUS="0-$((CORES - 1))" WORKERS=2
 
 # -- 1. data on all cores but two; the kernels on those two ---------------------------------
 if [ "$CUDA" = 1 ]; then
@@ -69,20 +70,8 @@ fi
 pin "$DATA_CPUS" "$PY" -m cotok_edge.data.synthetic --out "$DATA" "${GEN[@]}" --seed 0 \
     --workers "$WORKERS" >> "$LOG" 2>&1 || { log "data generation failed"; exit 1; }
 log "data written"
-pin "$DATA_CPUS" "$PY" - "$DATA" "$CACHE" "$WORKERS" >> "$LOG" 2>&1 <<'EOF' || exit 1
-import sys
-from pathlib import Path
-from cotok_edge import CoTokConfig
-from cotok_edge.data.clips import StreamCache, group_by_clip
-from cotok_edge.data.datasets import load_split
-from cotok_edge.data.video import StreamSpec
-data, cache, workers = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-specs = [StreamSpec(s.name, s.frames, s.size) for s in CoTokConfig.preset("tiny").streams]
-for split in ("train", "val", "test"):
-    clips = group_by_clip(load_split("msrvtt-qa", data, split))
-    StreamCache(clips, specs, cache, show_progress=False, workers=workers)
-    print(f"{split}: {len(clips)} clips decoded")
-EOF
+pin "$DATA_CPUS" "$PY" -m cotok_edge.data.prepare --data "$DATA" --format msrvtt-qa \
+    --cache-dir "$CACHE" --workers "$WORKERS" >> "$LOG" 2>&1 || { log "decoding failed"; exit 1; }
 log "clips decoded"
 [ -n "${KERNELS:-}" ] && { wait "$KERNELS"; log "kernels: exit $?"; }
 

@@ -72,6 +72,50 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+def shared_memory_bytes(block_n: int, block_c: int, block_s: int, h: int, elsize: int,
+                        stages: int) -> int:  # fmt: skip
+    """Shared memory the forward kernel asks for: the ``[BLOCK_N, C]`` tile of ``x`` once
+    per pipeline stage, ``W1^T [C, H]`` and ``W2^T [H, S]`` once each.
+
+    Read off Triton's own count on an H100 (paper-s1 in fp32: block 32 x 512, H 64,
+    S padded to 16, three stages: 331,776 bytes, over the 232,448 the chip allows).
+    """
+    return (stages * block_n * block_c + h * block_c + block_s * h) * elsize
+
+
+def launch_config(
+    block_c: int, block_s: int, h: int, elsize: int, max_shared: int, block_n: int | None = None
+) -> tuple[int, int]:
+    """``(block_n, num_stages)`` whose shared memory fits ``max_shared`` bytes.
+
+    Starts from the block that keeps the tile in registers (64 positions up to C=256,
+    32 up to 512, else 16) and three stages; gives up stages first, then positions.
+
+    Raises:
+        ValueError: not even 16 positions in one stage fit (``C`` too wide for the chip).
+    """
+    first = block_n or (64 if block_c <= 256 else 32 if block_c <= 512 else 16)
+    blocks = [first] if block_n else [b for b in (64, 32, 16) if b <= first]
+    for bn in blocks:
+        for stages in (3, 2, 1):
+            if shared_memory_bytes(bn, block_c, block_s, h, elsize, stages) <= max_shared:
+                return bn, stages
+    need = shared_memory_bytes(blocks[-1], block_c, block_s, h, elsize, 1)
+    raise ValueError(
+        f"tokenlearner_triton: C={block_c}, H={h} need {need} bytes of shared memory at "
+        f"block_n={blocks[-1]}, more than the device's {max_shared}"
+    )
+
+
+def max_shared_memory(device: torch.device) -> int:
+    """Shared memory one program may use on ``device`` (the interpreter has no limit)."""
+    if device.type != "cuda":
+        return 1 << 30
+    props = torch.cuda.get_device_properties(device)
+    # The opt-in limit (227 KB on Hopper, 163 KB on Orin); 48 KB is every chip's floor.
+    return int(getattr(props, "shared_memory_per_block_optin", 0) or 48 * 1024)
+
+
 def default_num_splits(batch: int, n: int, block_n: int, device: torch.device) -> int:
     """Slices of N per batch element so that ``batch * splits`` programs fill the GPU.
 
@@ -102,7 +146,8 @@ def tokenlearner_triton(
             ``b1 [H]``, ``w2 [S, H]``, ``b2 [S]``); H a power of two >= 16.
         num_splits: slices of N per batch element (>1 runs the combine kernel);
             None picks :func:`default_num_splits`.
-        block_n: positions per inner step (power of two >= 16); None picks by C.
+        block_n: positions per inner step (power of two >= 16); None picks by C and
+            by the device's shared memory (:func:`launch_config`).
         precision: fp32 matmul precision, ``"ieee"`` or ``"tf32"``; None follows
             ``torch.backends.cuda.matmul.allow_tf32`` as the reference's matmuls
             do. Ignored for fp16/bf16 inputs.
@@ -128,11 +173,11 @@ def tokenlearner_triton(
         raise ValueError(f"x: expected float32, float16 or bfloat16, got {x.dtype}")
     block_c = max(16, _next_pow2(C))
     block_s = max(16, _next_pow2(S))
-    if block_n is None:
-        # Keep the [BLOCK_N, C] tile and the [S, C] accumulator in registers.
-        block_n = 64 if block_c <= 256 else 32 if block_c <= 512 else 16
-    if block_n < 16 or block_n & (block_n - 1):
+    if block_n is not None and (block_n < 16 or block_n & (block_n - 1)):
         raise ValueError(f"block_n: expected a power of two >= 16, got {block_n}")
+    block_n, num_stages = launch_config(
+        block_c, block_s, H, x.element_size(), max_shared_memory(x.device), block_n
+    )
     if num_splits is None:
         num_splits = default_num_splits(B, N, block_n, x.device)
     if not 1 <= num_splits <= MAX_SPLITS:
@@ -171,7 +216,7 @@ def tokenlearner_triton(
         LN_EPS,
         HAS_COND=cb is not None, SINGLE_SPLIT=single, H=H,
         BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_S=block_s, DOT_PRECISION=precision,
-        num_warps=4 if block_c <= 256 else 8,
+        num_warps=4 if block_c <= 256 else 8, num_stages=num_stages,
     )  # fmt: skip
     if not single:
         block_c2 = min(block_c, 256)

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from cotok_edge import CoTokConfig, CoTokVQA
 from cotok_edge.data.clips import StreamCache, group_by_clip
 from cotok_edge.data.datasets import load_split
+from cotok_edge.data.prepare import main as prepare_main
 from cotok_edge.data.synthetic import generate
 from cotok_edge.data.video import StreamSpec
 from cotok_edge.evaluate import BlankedStreams
@@ -75,8 +76,18 @@ def test_parallel_decoding_and_clips_held_on_the_device_change_nothing(
     common = [*COMMON, "--data", str(synth), "--steps", "2"]
     assert train_main([*common, "--out", str(serial), "--cache-dir", str(tmp_path / "c1")]) == 0
     assert (
-        train_main([*common, "--out", str(parallel), "--cache-dir", str(tmp_path / "c2"),
-                    "--decode-workers", "2", "--cache-on-device"])  # fmt: skip
+        train_main(
+            [
+                *common,
+                "--out",
+                str(parallel),
+                "--cache-dir",
+                str(tmp_path / "c2"),
+                "--decode-workers",
+                "2",
+                "--cache-on-device",
+            ]
+        )  # fmt: skip
         == 0
     )
     keys = sorted(p.name for p in (tmp_path / "c1").iterdir() if p.is_dir())
@@ -91,6 +102,47 @@ def test_parallel_decoding_and_clips_held_on_the_device_change_nothing(
     a, b = _weights(serial), _weights(parallel)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_prepare_decodes_the_splits_that_runs_then_find_ready(
+    synth: Path, tmp_path: Path, capsys
+) -> None:
+    cache = tmp_path / "cache"
+    argv = ["--data", str(synth), "--format", "msrvtt-qa", "--cache-dir", str(cache)]
+    assert prepare_main([*argv, "--workers", "2"]) == 0
+    built = sorted(p.name for p in cache.iterdir())
+    assert len(built) == 3 and not any(n.startswith(".build") for n in built)
+    run = tmp_path / "run"
+    assert train_main([*COMMON, "--data", str(synth), "--out", str(run), "--steps", "1",
+                       "--cache-dir", str(cache)]) == 0  # fmt: skip
+    assert sorted(p.name for p in cache.iterdir()) == built  # nothing decoded again
+    with pytest.raises(SystemExit):
+        prepare_main([*argv, "--splits", "nosuch"])
+    assert "--splits nosuch: " in capsys.readouterr().err
+
+
+def test_a_decoding_worker_that_cannot_start_is_an_error_not_a_hang(
+    synth: Path, tmp_path: Path
+) -> None:
+    # Spawned workers re-import the parent's main script: one read from stdin cannot be.
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from cotok_edge.data.clips import StreamCache, group_by_clip\n"
+        "from cotok_edge.data.datasets import load_split\n"
+        "from cotok_edge.data.video import StreamSpec\n"
+        "clips = group_by_clip(load_split('msrvtt-qa', Path(sys.argv[1]), 'train'))\n"
+        "specs = [StreamSpec('s1', 32, 64)]\n"
+        "StreamCache(clips, specs, Path(sys.argv[2]), show_progress=False, workers=2)\n"
+    )
+    cache = tmp_path / "cache"
+    proc = subprocess.run(
+        [sys.executable, "-", str(synth), str(cache)], input=script, capture_output=True,
+        text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "StreamCache: a decoding worker died" in proc.stderr
+    assert not list(cache.iterdir())  # the half-built cache was removed
 
 
 def test_a_time_budget_ends_the_run_with_the_schedule_decayed(synth: Path, tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,9 +106,19 @@ class StreamCache:
                 for task in tasks:
                     bar.update(_decode_into(task))
             else:
-                with mp.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
-                    for done in pool.imap_unordered(_decode_into, tasks):
-                        bar.update(done)
+                # An executor, not a Pool: a worker that dies (e.g. spawned from a script
+                # that cannot be re-imported, such as one read from stdin) is an error here,
+                # where a Pool would replace it forever.
+                ctx = mp.get_context("spawn")
+                with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx) as pool:
+                    try:
+                        for done in pool.map(_decode_into, tasks):
+                            bar.update(done)
+                    except BrokenProcessPool as e:
+                        raise RuntimeError(
+                            f"StreamCache: a decoding worker died ({e}); run with workers=1, "
+                            "or from an importable module or script file"
+                        ) from None
             bar.close()
             (tmp / "done").write_text("")
             if self.folder.exists():  # another process finished first
