@@ -332,7 +332,7 @@ def gpu_tables(here_cuda: bool, out_dir: Path) -> dict[str, Any]:
             origin += f"; gpu.sh exited {proc.returncode}: {proc.stderr[-500:]}"
     else:
         src = GPU_DIR
-        origin = "recorded by `bash benchmarks/gpu.sh` on a GPU machine (not this one)"
+        origin = "recorded on a GPU machine, not this one (each table names its command and card)"
     tables = {}
     for name in ("kernels.md", "model.md"):
         f = src / name

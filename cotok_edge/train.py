@@ -48,7 +48,7 @@ from .data.text import (
 from .data.video import StreamSpec
 from .evaluate import evaluate_clips
 from .model import CoTokConfig, CoTokVQA
-from .model.config import PRESETS, VIDEO_TOKENIZERS
+from .model.config import PRESETS, VIDEO_TOKENIZERS, stage_strides
 from .model.reslice import reslice_time
 from .train_state import load_training_checkpoint, save_training_checkpoint
 
@@ -79,6 +79,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--stream-time-groups", action="append", default=[], metavar="STREAM=G",
         help="cut STREAM's time axis into G slices (e.g. s1=32: one per frame); with --init "
         "the checkpoint's weights carry over (cotok_edge.model.reslice); repeatable",
+    )  # fmt: skip
+    p.add_argument(
+        "--stream-stem-stride", action="append", default=[], metavar="STREAM=S",
+        help="give STREAM's stem spatial stride S, its stages making up the rest so that "
+        "its output grid stays (e.g. s3=2: the 224 px stream's first stage at 112 px, "
+        "four times its work); fresh models only; repeatable",
     )  # fmt: skip
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
     p.add_argument("--clips", type=int, default=8, help="clips per step (all their questions)")
@@ -170,7 +176,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.init is not None:
         given = [
             f"--{n.replace('_', '-')}"
-            for n in ("streams", "zero_init_residual", *OVERRIDES)
+            for n in ("streams", "zero_init_residual", "stream_stem_stride", *OVERRIDES)
             if getattr(args, n)
         ]
         if given:
@@ -182,6 +188,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--stream-time-groups {item!r}: expected STREAM=G with G >= 1, e.g. s1=32")
         groups[name] = int(value)
     args.stream_time_groups = groups
+    stems: dict[str, int] = {}
+    for item in args.stream_stem_stride:
+        name, sep, value = item.partition("=")
+        if not sep or not value.isdigit() or int(value) < 1:
+            p.error(f"--stream-stem-stride {item!r}: expected STREAM=S with S >= 1, e.g. s3=2")
+        stems[name] = int(value)
+    args.stream_stem_stride = stems
     if args.tokenizer is not None and not args.tokenizer.is_file():
         p.error(f"--tokenizer {args.tokenizer}: no such file")
     if args.max_answer_tokens is not None and args.max_answer_tokens < 2:
@@ -425,6 +438,18 @@ def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
         if name not in names:
             raise SystemExit(f"--stream-time-groups {name}={groups}: no stream {name!r} in {names}")
         data["streams"][names.index(name)]["time_groups"] = groups
+    for name, stem in args.stream_stem_stride.items():
+        if name not in names:
+            raise SystemExit(f"--stream-stem-stride {name}={stem}: no stream {name!r} in {names}")
+        stream = data["streams"][names.index(name)]
+        total = stream["stem_stride"] * math.prod(stream["spatial_strides"])
+        try:
+            stream["spatial_strides"] = list(
+                stage_strides(total, stem, len(stream["spatial_strides"]))
+            )
+        except ValueError as e:
+            raise SystemExit(f"--stream-stem-stride {name}={stem}: {e}") from None
+        stream["stem_stride"] = stem
     try:
         return CoTokConfig.from_dict(data)
     except ValueError as e:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -410,3 +411,13 @@ def test_stream_ceiling_bounds_what_fewer_frames_can_answer():
     assert r["s1"]["count"] == r["s1"]["order"] == 1.0
     assert r["s3"]["fine time"] < r["s2"]["fine time"] < r["s1"]["fine time"]
     assert r["s3"]["held-out fine time"] <= r["s3"]["fine time"] + 0.05
+
+
+@pytest.mark.parametrize("script", ["gpu.sh", "gpu_session.sh"])
+def test_gpu_scripts_parse_and_refuse_to_run_without_their_arguments(script: str) -> None:
+    path = Path(__file__).parent.parent / "benchmarks" / script
+    proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    if script == "gpu_session.sh":  # OUT is required: nothing starts without it
+        proc = subprocess.run(["bash", str(path)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and "usage: gpu_session.sh OUT" in proc.stderr

@@ -400,3 +400,15 @@ def test_reslice_time_keeps_the_weights_and_spreads_slot_embeddings(tiny: CoTokV
         torch.testing.assert_close(same(**inputs).logits, tiny(**inputs).logits)
     with pytest.raises(ValueError, match=r"no stream named \['s9'\]"):
         reslice_time(tiny, {"s9": 2})
+
+
+def test_stage_strides_make_up_what_the_stem_does_not() -> None:
+    from cotok_edge.model.config import stage_strides
+
+    assert stage_strides(16, 4) == (1, 2, 2, 1)
+    assert stage_strides(16, 2) == (1, 2, 2, 2)
+    assert stage_strides(8, 4) == (1, 2, 1, 1)
+    with pytest.raises(ValueError, match="does not divide"):
+        stage_strides(16, 3)
+    with pytest.raises(ValueError, match="cannot halve"):
+        stage_strides(64, 1)

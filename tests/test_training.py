@@ -201,6 +201,25 @@ def test_model_overrides_are_validated_with_the_whole_config(synth: Path, tmp_pa
         parse_args([*args, "--init", str(run / "model"), "--zero-init-residual", "--force"])
 
 
+def test_a_finer_stem_keeps_the_stream_output_grid(synth: Path, tmp_path: Path) -> None:
+    run = tmp_path / "stem"
+    args = [*COMMON, "--data", str(synth), "--steps", "1", "--cache-dir", str(tmp_path / "c")]
+    assert train_main([*args, "--out", str(run), "--stream-stem-stride", "s3=2"]) == 0
+    cfg = CoTokConfig.from_dict(json.loads((run / "model" / "config.json").read_text()))
+    tiny = {s.name: s for s in CoTokConfig.preset("tiny").streams}
+    for s in cfg.streams:
+        assert s.feature_grid == tiny[s.name].feature_grid
+        assert (s.stem_stride, s.spatial_strides) == (
+            (2, (1, 2, 2, 2)) if s.name == "s3" else (4, tiny[s.name].spatial_strides)
+        )
+    for bad, message in [("s3=3", "does not divide"), ("s9=2", "no stream 's9'")]:
+        with pytest.raises(SystemExit, match=message):
+            train_main([*args, "--out", str(tmp_path / "bad"), "--stream-stem-stride", bad])
+    with pytest.raises(SystemExit):  # a checkpoint fixes its backbones
+        parse_args([*args, "--out", str(tmp_path / "i"), "--init", str(run / "model"),
+                    "--stream-stem-stride", "s3=2"])  # fmt: skip
+
+
 def test_question_weights_match_by_regex_first_rule_wins(synth: Path) -> None:
     clips = group_by_clip(load_split("msrvtt-qa", synth, "train"))
     rules = [parse_question_weight("how many|flashes first=3"), parse_question_weight("WHAT=0.5")]

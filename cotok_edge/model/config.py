@@ -252,6 +252,30 @@ class CoTokConfig:
         return CoTokConfig.from_dict(data)
 
 
+def stage_strides(total: int, stem_stride: int, stages: int = 4) -> tuple[int, ...]:
+    """Spatial strides of the stages that make up what the stem does not (``total`` in all).
+
+    The first stage keeps the stem's resolution; each later one halves it while any
+    stride is left, e.g. ``stage_strides(16, 4) == (1, 2, 2, 1)``.
+
+    Raises:
+        ValueError: ``stem_stride`` does not divide ``total``, or the stages cannot make
+            up the rest by halving.
+    """
+    if stem_stride < 1 or total % stem_stride:
+        raise ValueError(f"stem stride {stem_stride} does not divide the total stride {total}")
+    left, out = total // stem_stride, []
+    for _ in range(stages):
+        out.append(2 if left > 1 and len(out) > 0 else 1)
+        left //= out[-1]
+    if left != 1:
+        raise ValueError(
+            f"stem stride {stem_stride}: {stages} stages cannot halve the rest of the total "
+            f"stride {total}"
+        )
+    return tuple(out)
+
+
 def _three_streams(
     width: float, blocks: tuple[int, ...], stem_stride: int = 2
 ) -> list[StreamConfig]:
@@ -268,13 +292,8 @@ def _three_streams(
     def ch(*cs: int) -> tuple[int, ...]:
         return tuple(max(8, int(round(c * width / 8)) * 8) for c in cs)
 
-    # The stage strides that make up what the stem does not: 8 (s1) or 16 in all.
     def strides(total: int) -> tuple[int, ...]:
-        left, out = total // stem_stride, []
-        for _ in range(4):
-            out.append(2 if left > 1 and len(out) > 0 else 1)
-            left //= out[-1]
-        return tuple(out)
+        return stage_strides(total, stem_stride)
 
     return [
         StreamConfig("s1", 32, 64, stem_channels=ch(32)[0], stem_stride=stem_stride,
