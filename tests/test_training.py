@@ -145,14 +145,19 @@ def test_a_decoding_worker_that_cannot_start_is_an_error_not_a_hang(
     assert not list(cache.iterdir())  # the half-built cache was removed
 
 
-def test_a_time_budget_ends_the_run_with_the_schedule_decayed(synth: Path, tmp_path: Path) -> None:
+def test_a_time_budget_ends_the_run_with_the_schedule_decayed(
+    synth: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # A clock that moves one second each time the run reads it: the same steps on any machine.
+    ticks = iter(range(10**6))
+    monkeypatch.setattr("cotok_edge.train._clock", lambda: float(next(ticks)))
     run = tmp_path / "budget"
     argv = [*COMMON, "--data", str(synth), "--out", str(run), "--cache-dir", str(tmp_path / "c"),
-            "--steps", "100000", "--warmup", "1", "--time-budget", "4"]  # fmt: skip
+            "--steps", "100000", "--warmup", "1", "--time-budget", "12"]  # fmt: skip
     assert train_main(argv) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
     steps = [r for r in records if "loss" in r]
-    assert 2 <= len(steps) < 100000 and records[-1]["budget_end"]
+    assert len(steps) == 6 and records[-1]["budget_end"]  # two readings a step, t0 = 0
     assert "eval" in records[-1]  # the run's end is evaluated like a last step
     lrs = [r["lr"] for r in steps[1:]]
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.5 * 1e-3
