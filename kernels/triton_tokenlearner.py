@@ -112,7 +112,7 @@ def max_shared_memory(device: torch.device) -> int:
     if device.type != "cuda":
         return 1 << 30
     props = torch.cuda.get_device_properties(device)
-    # The opt-in limit (227 KB on Hopper, 163 KB on Orin); 48 KB is every chip's floor.
+    # The opt-in limit (227 KB on an H100, as Triton reported it); 48 KB is every chip's floor.
     return int(getattr(props, "shared_memory_per_block_optin", 0) or 48 * 1024)
 
 
