@@ -163,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         model = CoTokVQA.from_pretrained(ckpt)
     except (FileNotFoundError, ValueError) as e:
         p.error(f"--checkpoint: {e}")
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        model.to("cpu" if device == "auto" else device)
+        model.to(device)
     except (RuntimeError, AssertionError) as e:
         p.error(f"--device {args.device}: {e}")
     tokenizer = load_tokenizer(tok_file)

@@ -184,20 +184,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ]
         if given:
             p.error(f"--init {args.init}: the checkpoint fixes the model; drop {', '.join(given)}")
-    groups: dict[str, int] = {}
-    for item in args.stream_time_groups:
-        name, sep, value = item.partition("=")
-        if not sep or not value.isdigit() or int(value) < 1:
-            p.error(f"--stream-time-groups {item!r}: expected STREAM=G with G >= 1, e.g. s1=32")
-        groups[name] = int(value)
-    args.stream_time_groups = groups
-    stems: dict[str, int] = {}
-    for item in args.stream_stem_stride:
-        name, sep, value = item.partition("=")
-        if not sep or not value.isdigit() or int(value) < 1:
-            p.error(f"--stream-stem-stride {item!r}: expected STREAM=S with S >= 1, e.g. s3=2")
-        stems[name] = int(value)
-    args.stream_stem_stride = stems
+    args.stream_time_groups = _per_stream(p, "--stream-time-groups", args.stream_time_groups,
+                                          "G", "s1=32")  # fmt: skip
+    args.stream_stem_stride = _per_stream(p, "--stream-stem-stride", args.stream_stem_stride,
+                                          "S", "s3=2")  # fmt: skip
     if args.tokenizer is not None and not args.tokenizer.is_file():
         p.error(f"--tokenizer {args.tokenizer}: no such file")
     if args.max_answer_tokens is not None and args.max_answer_tokens < 2:
@@ -207,6 +197,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.resume and not (args.out / "checkpoint").exists():
         p.error(f"--resume: {args.out}/checkpoint does not exist")
     return args
+
+
+def _per_stream(
+    p: argparse.ArgumentParser, flag: str, items: list[str], letter: str, example: str
+) -> dict[str, int]:
+    """``STREAM=N`` items (N >= 1) as ``{stream: N}``; a malformed one is a usage error."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not value.isdigit() or int(value) < 1:
+            p.error(f"{flag} {item!r}: expected STREAM={letter} with {letter} >= 1, e.g. {example}")
+        out[name] = int(value)
+    return out
 
 
 def parse_question_weight(text: str) -> tuple[re.Pattern[str], float]:
@@ -332,10 +335,8 @@ def make_batch(
 
     With ``loss_weight`` (per clip ``[Q_c]``) the batch also holds ``loss_weight [B]``.
     """
-    if isinstance(cache, DeviceStreams):
-        streams = cache.batch(indices)
-    else:
-        streams = {k: torch.from_numpy(v) for k, v in cache.batch(indices).items()}
+    # as_tensor: a memmap's numpy copy is wrapped without copying, a device tensor kept.
+    streams = {k: torch.as_tensor(v) for k, v in cache.batch(indices).items()}
     rows = [(j, q) for j, i in enumerate(indices) for q in range(len(clips[i].questions))]
     batch = {
         **streams,
@@ -566,12 +567,9 @@ def main(argv: list[str] | None = None) -> int:
             break
         now = _clock()
         time_progress = None
-        if deadline is not None:
-            if now >= deadline:
-                break
-            if step >= args.warmup:
-                t_warm = now if t_warm is None else t_warm
-                time_progress = (now - t_warm) / max(deadline - t_warm, 1e-9)
+        if deadline is not None and step >= args.warmup:
+            t_warm = now if t_warm is None else t_warm
+            time_progress = (now - t_warm) / max(deadline - t_warm, 1e-9)
         lr = lr_at(step, args, time_progress)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -589,12 +587,18 @@ def main(argv: list[str] | None = None) -> int:
         opt.step()
         opt.zero_grad(set_to_none=True)
         done = step + 1
+        seconds = _clock() - t0
+        # The budget ends the run after this step: evaluated and checkpointed like a last step.
+        out_of_time = deadline is not None and t0 + seconds >= deadline
         if main_process:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
             record = {"step": done, "loss": loss.item(), "grad_norm": float(grad_norm)}
-            record["seconds"] = _clock() - t0
+            record["seconds"] = seconds
             record["lr"] = lr
-            if done % args.eval_every == 0 or done == args.steps:
+            if out_of_time:
+                record["budget_end"] = True
+                bar.write(f"time budget of {args.time_budget:g} s spent after {done} steps")
+            if done % args.eval_every == 0 or done == args.steps or out_of_time:
                 if eval_clips:
                     model.eval()
                     record["eval"] = evaluate_clips(model, tokenizer, eval_clips, cache_root)
@@ -602,23 +606,14 @@ def main(argv: list[str] | None = None) -> int:
                     bar.write(f"step {done}: {json.dumps(record['eval'])}")
             with open(metrics_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            if done % args.checkpoint_every == 0 or done in (args.steps, args.stop_at):
+            last = done in (args.steps, args.stop_at) or out_of_time
+            if done % args.checkpoint_every == 0 or last:
                 state = {"step": done, "seed": args.seed, "args": _jsonable(args)}
                 save_training_checkpoint(args.out / "checkpoint", model, opt, state, tok_file)
+        if out_of_time:
+            break
     finished = args.stop_at is None or args.stop_at >= args.steps
     if main_process and finished:
-        if args.time_budget is not None and done < args.steps:
-            # The budget ended the run: the last step's evaluation and checkpoint.
-            bar.write(f"time budget of {args.time_budget:g} s spent after {done} steps")
-            record = {"step": done, "seconds": _clock() - t0, "budget_end": True}
-            if eval_clips:
-                model.eval()
-                record["eval"] = evaluate_clips(model, tokenizer, eval_clips, cache_root)
-                bar.write(f"step {done}: {json.dumps(record['eval'])}")
-            with open(metrics_file, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            state = {"step": done, "seed": args.seed, "args": _jsonable(args)}
-            save_training_checkpoint(args.out / "checkpoint", model, opt, state, tok_file)
         final = args.out / "model"
         save_training_checkpoint(final, model, opt, {"step": done}, tok_file)
         for extra in ("optimizer.safetensors", "rng.safetensors", "train_state.json"):
@@ -680,8 +675,7 @@ def _plot_learning_curve(metrics_file: Path, png: Path) -> None:
         return
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    trained = [r for r in rows if "loss" in r]  # a time budget's end record has none
-    ax_loss.plot([r["step"] for r in trained], [r["loss"] for r in trained], lw=0.8)
+    ax_loss.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.8)
     ax_loss.set(xlabel="step", ylabel="training loss", yscale="log", title="loss")
     evals = [r for r in rows if "eval" in r]
     if evals:
