@@ -85,7 +85,7 @@ BUDGET=$((TOTAL - $(since) - AFTER))
 [ "$BUDGET" -lt 10 ] && BUDGET=10
 DEVICE=$([ "$CUDA" = 1 ] && echo cuda || echo cpu)
 log "training: $BUDGET s each"
-COMMON=(--data "$DATA" --format msrvtt-qa --steps 1000000 --time-budget "$BUDGET" --lr 1e-3
+COMMON=(--data "$DATA" --format msrvtt-qa --time-budget "$BUDGET" --lr 1e-3
     --warmup "$WARMUP" --eval-every "$EVAL_EVERY" --eval-clips "$EVAL_CLIPS"
     --checkpoint-every 1000000 --cache-dir "$CACHE" --cache-on-device --force
     --tokenizer cotok_edge/assets/default/tokenizer.json)  # the shipped model's vocabulary

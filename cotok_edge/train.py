@@ -52,10 +52,12 @@ from .model.config import PRESETS, VIDEO_TOKENIZERS, stage_strides
 from .model.reslice import reslice_time
 from .train_state import load_training_checkpoint, save_training_checkpoint
 
-# Command-line flag -> CoTokConfig field it overrides.
 # The run's wall clock (a name of its own so that a test can drive --time-budget).
 _clock = time.perf_counter
+# The step cap of a --time-budget run given no --steps: far more steps than any budget buys.
+UNCAPPED_STEPS = 10**12
 
+# Command-line flag -> CoTokConfig field it overrides.
 OVERRIDES = {"cotok_steps": "steps", "time_groups": "time_groups",
              "tokens_per_stream": "tokens_per_stream",
              "video_tokenizer": "video_tokenizer"}  # fmt: skip
@@ -89,7 +91,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "its output grid stays (e.g. s3=2: the 224 px stream's first stage at 112 px, "
         "four times its work); fresh models only; repeatable",
     )  # fmt: skip
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
+    p.add_argument(
+        "--steps", type=int,
+        help="optimizer steps (default 1000; with --time-budget, no cap: the budget ends the run)",
+    )  # fmt: skip
     p.add_argument("--clips", type=int, default=8, help="clips per step (all their questions)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
@@ -145,7 +150,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="train for this many seconds of wall clock (from the first step, warm-up "
         "included) instead of to --steps: the cosine decay spans what is left of the budget "
         "after the warm-up, and the run ends, saving its model, at the first step past the "
-        "budget or at --steps, whichever comes first",
+        "budget or at --steps if given, whichever comes first",
     )  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint exactly")
     p.add_argument(
@@ -153,6 +158,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--force", action="store_true", help="start over in an existing OUT")
     args = p.parse_args(argv)
+    args.steps_capped = args.steps is not None or args.time_budget is None
+    if args.steps is None:
+        # A budgeted run without a step cap: the range below never runs out first.
+        args.steps = 1000 if args.time_budget is None else UNCAPPED_STEPS
     for name in ("steps", "clips", "checkpoint_every", "eval_every", "decode_workers"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -555,7 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics_file = args.out / "metrics.jsonl"
 
     bar = tqdm(
-        range(start_step, args.steps), initial=start_step, total=args.steps,
+        range(start_step, args.steps), initial=start_step,
+        total=args.steps if args.steps_capped else None,
         desc="train", disable=not main_process,
     )  # fmt: skip
     t0 = _clock()

@@ -153,7 +153,7 @@ def test_a_time_budget_ends_the_run_with_the_schedule_decayed(
     monkeypatch.setattr("cotok_edge.train._clock", lambda: float(next(ticks)))
     run = tmp_path / "budget"
     argv = [*COMMON, "--data", str(synth), "--out", str(run), "--cache-dir", str(tmp_path / "c"),
-            "--steps", "100000", "--warmup", "1", "--time-budget", "12"]  # fmt: skip
+            "--warmup", "1", "--time-budget", "12"]  # fmt: skip
     assert train_main(argv) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
     steps = [r for r in records if "loss" in r]
@@ -165,6 +165,10 @@ def test_a_time_budget_ends_the_run_with_the_schedule_decayed(
     assert state["step"] == len(steps)
     with pytest.raises(SystemExit):  # a wall-clock schedule cannot be replayed
         parse_args([*argv, "--force", "--stop-at", "3"])
+    # Without the budget the step count is 1000; with it, only a --steps given caps the run.
+    unbudgeted = [a for a in argv if a not in ("--time-budget", "12")]
+    assert parse_args([*unbudgeted, "--force"]).steps == 1000
+    assert parse_args([*argv, "--force", "--steps", "3"]).steps == 3
 
 
 def test_refuses_to_overwrite_a_run(synth: Path, tmp_path: Path) -> None:
