@@ -56,6 +56,8 @@ from .train_state import load_training_checkpoint, save_training_checkpoint
 _clock = time.perf_counter
 # The step cap of a --time-budget run given no --steps: far more steps than any budget buys.
 UNCAPPED_STEPS = 10**12
+# The learning curve's by-question panel shows this many of the commonest questions.
+QUESTIONS_PLOTTED = 10
 
 # Command-line flag -> CoTokConfig field it overrides.
 OVERRIDES = {"cotok_steps": "steps", "time_groups": "time_groups",
@@ -116,6 +118,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--eval-split", default="val")
     p.add_argument("--eval-clips", type=int, default=200, help="validation clips per evaluation")
+    p.add_argument(
+        "--eval-by-question", action="store_true",
+        help="record validation accuracy per question text too (for templated benchmarks: "
+        "one curve per question)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--zero-init-residual", action="store_true",
@@ -611,7 +618,9 @@ def main(argv: list[str] | None = None) -> int:
             if done % args.eval_every == 0 or done == args.steps or out_of_time:
                 if eval_clips:
                     model.eval()
-                    record["eval"] = evaluate_clips(model, tokenizer, eval_clips, cache_root)
+                    record["eval"] = evaluate_clips(
+                        model, tokenizer, eval_clips, cache_root, by_question=args.eval_by_question
+                    )
                     model.train()
                     bar.write(f"step {done}: {json.dumps(record['eval'])}")
             with open(metrics_file, "a") as f:
@@ -675,7 +684,10 @@ def _jsonable(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _plot_learning_curve(metrics_file: Path, png: Path) -> None:
-    """Loss and per-category validation accuracy against steps (skipped without matplotlib)."""
+    """Loss and per-category validation accuracy against steps (skipped without matplotlib).
+
+    With ``--eval-by-question`` a third panel follows the commonest questions.
+    """
     try:
         import matplotlib
 
@@ -684,10 +696,16 @@ def _plot_learning_curve(metrics_file: Path, png: Path) -> None:
     except ImportError:
         return
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    evals = [r for r in rows if "eval" in r]
+    asked: dict[str, int] = {}
+    for r in evals:
+        for q, v in r["eval"].get("per_question", {}).items():
+            asked[q] = max(asked.get(q, 0), v["count"])
+    questions = sorted(asked, key=lambda q: -asked[q])[:QUESTIONS_PLOTTED]
+    fig, axes = plt.subplots(1, 3 if questions else 2, figsize=(16.5 if questions else 11, 4))
+    ax_loss, ax_acc = axes[:2]
     ax_loss.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.8)
     ax_loss.set(xlabel="step", ylabel="training loss", yscale="log", title="loss")
-    evals = [r for r in rows if "eval" in r]
     if evals:
         steps = [r["step"] for r in evals]
         ax_acc.plot(steps, [r["eval"]["accuracy"] for r in evals], "k-o", label="overall", ms=3)
@@ -696,6 +714,14 @@ def _plot_learning_curve(metrics_file: Path, png: Path) -> None:
             ax_acc.plot(steps, acc, "-o", ms=3, label=f"category {cat}")
         ax_acc.legend(fontsize=8)
     ax_acc.set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title="validation accuracy")
+    if questions:
+        ax_q = axes[2]
+        for q in questions:
+            points = [(r["step"], r["eval"]["per_question"][q]["accuracy"])
+                      for r in evals if q in r["eval"].get("per_question", {})]  # fmt: skip
+            ax_q.plot(*zip(*points, strict=True), "-o", ms=3, label=q)
+        ax_q.legend(fontsize=6)
+        ax_q.set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title="by question")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)

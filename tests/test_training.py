@@ -153,12 +153,16 @@ def test_a_time_budget_ends_the_run_with_the_schedule_decayed(
     monkeypatch.setattr("cotok_edge.train._clock", lambda: float(next(ticks)))
     run = tmp_path / "budget"
     argv = [*COMMON, "--data", str(synth), "--out", str(run), "--cache-dir", str(tmp_path / "c"),
-            "--warmup", "1", "--time-budget", "12"]  # fmt: skip
+            "--warmup", "1", "--time-budget", "12", "--eval-by-question"]  # fmt: skip
     assert train_main(argv) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
     steps = [r for r in records if "loss" in r]
     assert len(steps) == 6 and records[-1]["budget_end"]  # two readings a step, t0 = 0
     assert "eval" in records[-1]  # the run's end is evaluated like a last step
+    asked = {r.question for r in load_split("msrvtt-qa", synth, "val")}
+    per_question = records[-1]["eval"]["per_question"]
+    assert set(per_question) == asked
+    assert sum(q["count"] for q in per_question.values()) == records[-1]["eval"]["count"]
     lrs = [r["lr"] for r in steps[1:]]
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.5 * 1e-3
     state = json.loads((run / "checkpoint" / "train_state.json").read_text())
