@@ -571,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics_file = args.out / "metrics.jsonl"
 
     bar = tqdm(
-        range(start_step, args.steps), initial=start_step,
+        # An iterator, not the range: tqdm would take an uncapped run's huge len() as its total.
+        iter(range(start_step, args.steps)), initial=start_step,
         total=args.steps if args.steps_capped else None,
         desc="train", disable=not main_process,
     )  # fmt: skip

@@ -23,6 +23,7 @@ from cotok_edge.data.video import StreamSpec
 from cotok_edge.evaluate import BlankedStreams
 from cotok_edge.evaluate import main as evaluate_main
 from cotok_edge.train import (
+    UNCAPPED_STEPS,
     ClipBatches,
     drop_streams,
     lr_at,
@@ -146,7 +147,7 @@ def test_a_decoding_worker_that_cannot_start_is_an_error_not_a_hang(
 
 
 def test_a_time_budget_ends_the_run_with_the_schedule_decayed(
-    synth: Path, tmp_path: Path, monkeypatch
+    synth: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     # A clock that moves one second each time the run reads it: the same steps on any machine.
     ticks = iter(range(10**6))
@@ -155,6 +156,7 @@ def test_a_time_budget_ends_the_run_with_the_schedule_decayed(
     argv = [*COMMON, "--data", str(synth), "--out", str(run), "--cache-dir", str(tmp_path / "c"),
             "--warmup", "1", "--time-budget", "12", "--eval-by-question"]  # fmt: skip
     assert train_main(argv) == 0
+    assert f"/{UNCAPPED_STEPS}" not in capsys.readouterr().err  # the bar shows no step total
     records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
     steps = [r for r in records if "loss" in r]
     assert len(steps) == 6 and records[-1]["budget_end"]  # two readings a step, t0 = 0
