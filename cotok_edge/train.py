@@ -165,9 +165,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--force", action="store_true", help="start over in an existing OUT")
     args = p.parse_args(argv)
-    args.steps_capped = args.steps is not None or args.time_budget is None
     if args.steps is None:
-        # A budgeted run without a step cap: the range below never runs out first.
+        # A budgeted run without a step cap: the training loop's range never runs out first.
         args.steps = 1000 if args.time_budget is None else UNCAPPED_STEPS
     for name in ("steps", "clips", "checkpoint_every", "eval_every", "decode_workers"):
         if getattr(args, name) < 1:
@@ -573,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(
         # An iterator, not the range: tqdm would take an uncapped run's huge len() as its total.
         iter(range(start_step, args.steps)), initial=start_step,
-        total=args.steps if args.steps_capped else None,
+        total=None if args.steps == UNCAPPED_STEPS else args.steps,
         desc="train", disable=not main_process,
     )  # fmt: skip
     t0 = _clock()
