@@ -75,12 +75,15 @@ def _next_pow2(n: int) -> int:
 def shared_memory_bytes(block_n: int, block_c: int, block_s: int, h: int, elsize: int,
                         stages: int) -> int:  # fmt: skip
     """Shared memory the forward kernel asks for: the ``[BLOCK_N, C]`` tile of ``x`` once
-    per pipeline stage, ``W1^T [C, H]`` and ``W2^T [H, S]`` once each.
+    per pipeline stage but at least twice, ``W1^T [C, H]`` and ``W2^T [H, S]`` once each.
 
-    Read off Triton's own count on an H100 (paper-s1 in fp32: block 32 x 512, H 64,
-    S padded to 16, three stages: 331,776 bytes, over the 232,448 the chip allows).
+    Read off Triton's own counts for paper-s1 in fp32 (block 32 x 512, H 64, S padded to
+    16), both refused by the 232,448 bytes a Hopper chip allows: 331,776 at three stages
+    (an H100) and 266,240 at one (an H200). Unpipelined, ``x`` still takes two tiles,
+    likely because it feeds two matrix products in different layouts.
     """
-    return (stages * block_n * block_c + h * block_c + block_s * h) * elsize
+    tiles = max(stages, 2)
+    return (tiles * block_n * block_c + h * block_c + block_s * h) * elsize
 
 
 def launch_config(
@@ -89,7 +92,8 @@ def launch_config(
     """``(block_n, num_stages)`` whose shared memory fits ``max_shared`` bytes.
 
     Starts from the block that keeps the tile in registers (64 positions up to C=256,
-    32 up to 512, else 16) and three stages; gives up stages first, then positions.
+    32 up to 512, else 16) and three stages; gives up a stage first, then positions (one
+    stage saves nothing over two: see ``shared_memory_bytes``).
 
     Raises:
         ValueError: not even 16 positions in one stage fit (``C`` too wide for the chip).
@@ -97,10 +101,10 @@ def launch_config(
     first = block_n or (64 if block_c <= 256 else 32 if block_c <= 512 else 16)
     blocks = [first] if block_n else [b for b in (64, 32, 16) if b <= first]
     for bn in blocks:
-        for stages in (3, 2, 1):
+        for stages in (3, 2):
             if shared_memory_bytes(bn, block_c, block_s, h, elsize, stages) <= max_shared:
                 return bn, stages
-    need = shared_memory_bytes(blocks[-1], block_c, block_s, h, elsize, 1)
+    need = shared_memory_bytes(blocks[-1], block_c, block_s, h, elsize, 2)
     raise ValueError(
         f"tokenlearner_triton: C={block_c}, H={h} need {need} bytes of shared memory at "
         f"block_n={blocks[-1]}, more than the device's {max_shared}"
