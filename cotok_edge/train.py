@@ -50,6 +50,7 @@ from .evaluate import evaluate_clips
 from .model import CoTokConfig, CoTokVQA
 from .model.config import PRESETS, VIDEO_TOKENIZERS, stage_strides
 from .model.reslice import reslice_time
+from .model.transplant import transplant_backbone
 from .train_state import load_training_checkpoint, save_training_checkpoint
 
 # The run's wall clock (a name of its own so that a test can drive --time-budget).
@@ -72,6 +73,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--init", type=Path, help="start from this checkpoint (and its tokenizer)")
+    p.add_argument(
+        "--init-backbone", action="append", default=[], metavar="STREAM=CHECKPOINT",
+        help="then take that stream's backbone from another checkpoint of the same "
+        "architecture (e.g. s1=runs/count/model); repeatable",
+    )  # fmt: skip
     p.add_argument("--streams", help="comma-separated subset of the preset's streams")
     p.add_argument("--cotok-steps", type=int, help="override K, the co-tokenization steps")
     p.add_argument("--time-groups", type=int, help="override G, time slices per stream")
@@ -199,6 +205,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ]
         if given:
             p.error(f"--init {args.init}: the checkpoint fixes the model; drop {', '.join(given)}")
+    backbones: dict[str, Path] = {}
+    for item in args.init_backbone:
+        stream, sep, folder = item.partition("=")
+        if not sep or not stream or not folder:
+            p.error(f"--init-backbone {item!r}: expected STREAM=CHECKPOINT, e.g. s1=runs/a/model")
+        if not (Path(folder) / "config.json").is_file():
+            p.error(f"--init-backbone {item!r}: {folder} is not a checkpoint (no config.json)")
+        backbones[stream] = Path(folder)
+    args.init_backbone = backbones
     args.stream_time_groups = _per_stream(p, "--stream-time-groups", args.stream_time_groups,
                                           "G", "s1=32")  # fmt: skip
     args.stream_stem_stride = _per_stream(p, "--stream-stem-stride", args.stream_stem_stride,
@@ -523,6 +538,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.zero_init_residual:
             for backbone in model.backbones.values():
                 backbone.zero_init_residual()
+    for stream, folder in args.init_backbone.items():
+        try:
+            transplant_backbone(model, stream, folder)
+        except ValueError as e:
+            raise SystemExit(f"--init-backbone: {e}") from None
     cfg = model.config
     model.to(device).train()
 
@@ -680,6 +700,7 @@ def _jsonable(args: argparse.Namespace) -> dict[str, object]:
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
     }
     out["question_weight"] = [f"{p.pattern}={w}" for p, w in args.question_weight]
+    out["init_backbone"] = {k: str(v) for k, v in args.init_backbone.items()}
     return out
 
 

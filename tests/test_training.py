@@ -191,6 +191,8 @@ def test_refuses_to_overwrite_a_run(synth: Path, tmp_path: Path) -> None:
         (["--cotok-steps", "0"], "--cotok-steps must be at least 1, got 0"),
         (["--time-groups", "0"], "--time-groups must be at least 1, got 0"),
         (["--tokens-per-stream", "-1"], "--tokens-per-stream must be at least 1, got -1"),
+        (["--init-backbone", "s1"], "expected STREAM=CHECKPOINT"),
+        (["--init-backbone", "s1=no/such/run"], "no/such/run is not a checkpoint"),
     ],
 )
 def test_model_overrides_below_one_are_refused(

@@ -1,0 +1,57 @@
+"""One stream's backbone taken from another checkpoint (``--init-backbone``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cotok_edge.model import CoTokConfig, CoTokVQA
+from cotok_edge.model.transplant import transplant_backbone
+
+
+def _model(seed: int, preset: str = "tiny") -> CoTokVQA:
+    torch.manual_seed(seed)
+    return CoTokVQA(CoTokConfig.preset(preset))
+
+
+@pytest.fixture(scope="module")
+def donor(tmp_path_factory: pytest.TempPathFactory) -> tuple[CoTokVQA, Path]:
+    model = _model(1)
+    for m in model.modules():  # running statistics must travel with the weights
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-1, 1)
+    folder = tmp_path_factory.mktemp("donor")
+    model.save_pretrained(folder)
+    return model, folder
+
+
+def test_only_the_named_backbone_changes(donor: tuple[CoTokVQA, Path]) -> None:
+    source, folder = donor
+    model = _model(0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    copied = transplant_backbone(model, "s2", folder)
+
+    after, theirs = model.state_dict(), source.state_dict()
+    moved = [k for k in after if k.startswith("backbones.s2.")]
+    assert copied == len(moved) > 0
+    for k in after:
+        if k.startswith("backbones.s2."):
+            assert torch.equal(after[k], theirs[k]), k
+        else:
+            assert torch.equal(after[k], before[k]), k
+    assert any(not torch.equal(before[k], theirs[k]) for k in moved)
+
+
+def test_a_backbone_of_another_shape_or_name_is_refused(
+    donor: tuple[CoTokVQA, Path], tmp_path: Path
+) -> None:
+    _, folder = donor
+    edge = _model(0, "edge")
+    with pytest.raises(ValueError, match="differs"):
+        transplant_backbone(edge, "s1", folder)
+    with pytest.raises(ValueError, match="streams here"):
+        transplant_backbone(_model(0), "s4", folder)
+    with pytest.raises(ValueError, match="missing config.json"):
+        transplant_backbone(_model(0), "s1", tmp_path)
