@@ -15,10 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors.torch import load_file
-
-from .config import CoTokConfig
-from .vqa import CONFIG_FILE, WEIGHTS_FILE, CoTokVQA
+from .vqa import CoTokVQA
 
 
 def transplant_backbone(model: CoTokVQA, stream: str, source: str | Path) -> int:
@@ -35,15 +32,15 @@ def transplant_backbone(model: CoTokVQA, stream: str, source: str | Path) -> int
 
     Raises:
         ValueError: ``stream`` is not in one of the models, the two backbones differ in
-            configuration, or the source's weights do not hold that backbone.
+            configuration, or ``source`` is not a readable checkpoint.
     """
     src = Path(source)
-    for p in (src / CONFIG_FILE, src / WEIGHTS_FILE):
-        if not p.is_file():
-            raise ValueError(f"backbone source {src}: missing {p.name}")
-    src_cfg = CoTokConfig.from_json(src / CONFIG_FILE)
+    try:  # the loader's own checks: files present, config valid, weights matching it
+        donor = CoTokVQA.from_pretrained(src)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"backbone source: {e}") from None
     ours = {s.name: s for s in model.config.streams}
-    theirs = {s.name: s for s in src_cfg.streams}
+    theirs = {s.name: s for s in donor.config.streams}
     if stream not in ours or stream not in theirs:
         raise ValueError(
             f"backbone {stream!r} from {src}: streams here {sorted(ours)}, there {sorted(theirs)}"
@@ -53,13 +50,6 @@ def transplant_backbone(model: CoTokVQA, stream: str, source: str | Path) -> int
             f"backbone {stream!r} from {src}: its configuration differs from this model's "
             f"({theirs[stream]} against {ours[stream]})"
         )
-    prefix = f"backbones.{stream}."
-    weights = {k: v for k, v in load_file(str(src / WEIGHTS_FILE)).items() if k.startswith(prefix)}
-    expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
-    if set(weights) != set(expected) or any(
-        weights[k].shape != expected[k].shape for k in expected
-    ):
-        raise ValueError(f"backbone {stream!r} from {src}: {WEIGHTS_FILE} does not hold it")
-    backbone = model.backbones[stream]
-    backbone.load_state_dict({k.removeprefix(prefix): v for k, v in weights.items()})
+    weights = donor.backbones[stream].state_dict()
+    model.backbones[stream].load_state_dict(weights)
     return len(weights)
