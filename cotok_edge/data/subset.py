@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .datasets import _read_json_list
+
 SPLIT_FILE = "{}_qa.json"
 
 
@@ -59,13 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out.exists() and not args.force:
         p.error(f"--out {args.out} exists: pass --force to replace it")
     try:
-        records = json.loads(source.read_text())
-    except json.JSONDecodeError as e:
-        p.error(f"--data {args.data}: {source.name} is not valid JSON: {e}")
-    if not isinstance(records, list):
-        p.error(f"--data {args.data}: {source.name} is not a list of records")
-    try:
-        train, val = select(records, args.question, args.holdout)
+        train, val = select(_read_json_list(source), args.question, args.holdout)
     except ValueError as e:
         p.error(str(e))
 
