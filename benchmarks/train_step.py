@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--answer-len", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="time each component too")
+    parser.add_argument(
+        "--freeze-backbones", action="store_true",
+        help="time a step with every backbone fixed (`cotok_edge.train --freeze-backbone all`)",
+    )  # fmt: skip
     parser.add_argument("--top-ops", type=int, default=12, help="ops listed by --profile")
     parser.add_argument(
         "--bf16", choices=("auto", "on", "off"), default="auto",
@@ -115,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     model = CoTokVQA(CoTokConfig.preset(args.preset)).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if args.freeze_backbones:
+        model.freeze_backbones(model.stream_names)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     inputs = step_inputs(model, args.clips, args.questions, args.answer_len)
 
     def train_step() -> None:

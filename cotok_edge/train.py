@@ -78,6 +78,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="then take that stream's backbone from another checkpoint of the same "
         "architecture (e.g. s1=runs/count/model); repeatable",
     )  # fmt: skip
+    p.add_argument(
+        "--freeze-backbone", action="append", default=[], metavar="STREAM",
+        help="train everything but STREAM's backbone (fixed weights and BatchNorm statistics; "
+        "no backward through it), e.g. a new fusion on trained features; 'all' for every "
+        "stream; repeatable",
+    )  # fmt: skip
     p.add_argument("--streams", help="comma-separated subset of the preset's streams")
     p.add_argument("--cotok-steps", type=int, help="override K, the co-tokenization steps")
     p.add_argument("--time-groups", type=int, help="override G, time slices per stream")
@@ -543,6 +549,11 @@ def main(argv: list[str] | None = None) -> int:
             transplant_backbone(model, stream, folder)
         except ValueError as e:
             raise SystemExit(f"--init-backbone: {e}") from None
+    frozen = model.stream_names if "all" in args.freeze_backbone else args.freeze_backbone
+    try:
+        model.freeze_backbones(frozen)
+    except ValueError as e:
+        raise SystemExit(f"--freeze-backbone: {e}") from None
     cfg = model.config
     model.to(device).train()
 

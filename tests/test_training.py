@@ -468,3 +468,38 @@ def test_caption_pretraining_then_qa_fine_tuning(synth: Path, tmp_path: Path, ca
     assert (
         json.loads((tuned / "model" / "config.json").read_text())["text"]["max_answer_tokens"] == 8
     )
+
+
+def test_a_frozen_backbone_is_left_exactly_as_it_was(synth: Path, tmp_path: Path) -> None:
+    cache = ["--data", str(synth), "--cache-dir", str(tmp_path / "c")]
+    base = tmp_path / "base"
+    assert train_main([*COMMON, *cache, "--out", str(base), "--steps", "1"]) == 0
+    run = tmp_path / "run"
+    flags = ["--init", str(base / "model"), "--steps", "2", "--lr", "1e-2", "--warmup", "1"]
+    assert train_main([*COMMON, *cache, "--out", str(run), *flags, "--freeze-backbone", "s2"]) == 0
+    before = load_file(str(base / "model" / "model.safetensors"))
+    after = load_file(str(run / "model" / "model.safetensors"))
+    s2 = [k for k in after if k.startswith("backbones.s2.")]
+    # Weights and BatchNorm running statistics alike: the backbone ran in eval mode.
+    assert s2 and any("running_mean" in k for k in s2)
+    assert all(torch.equal(before[k], after[k]) for k in s2)
+    for stream in ("backbones.s1.", "cotokenizer."):
+        moved = [k for k in after if k.startswith(stream) and not torch.equal(before[k], after[k])]
+        assert moved, f"{stream} did not train"
+    with pytest.raises(SystemExit, match="no stream"):
+        train_main([*COMMON, *cache, "--out", str(tmp_path / "bad"), *flags,
+                    "--freeze-backbone", "s9"])  # fmt: skip
+
+
+def test_freezing_every_backbone_records_no_graph_through_them() -> None:
+    torch.manual_seed(0)
+    model = CoTokVQA(CoTokConfig.preset("tiny"))
+    model.freeze_backbones(model.stream_names)
+    model.train()
+    assert model.training and not any(b.training for b in model.backbones.values())
+    inputs = model.example_inputs(2)
+    video = model.encode_video({s: inputs[s] for s in model.stream_names})
+    # Only the projection after the backbone needs a gradient: the features come in as leaves.
+    feats = {n: model.backbones[n](model.normalize(inputs[n])) for n in model.stream_names}
+    assert all(not f.requires_grad for f in feats.values())
+    assert all(v.requires_grad for v in video.values())

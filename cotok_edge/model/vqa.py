@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +71,30 @@ class CoTokVQA(nn.Module):
         self.register_buffer("pixel_std", std, persistent=False)
         nn.init.normal_(self.text_embed.weight, std=1.0)
         nn.init.normal_(self.answer_embed.weight, std=1.0)
+        self.frozen_backbones: set[str] = set()
+
+    def freeze_backbones(self, names: Iterable[str]) -> None:
+        """Fix these streams' backbones for training the rest of the model.
+
+        Their parameters stop taking gradients, so autograd records nothing
+        through them (no backward: most of a ``tiny`` step), and their
+        BatchNorms stay on the running statistics in :meth:`train` mode, as the
+        model will meet them at inference. Raises ``ValueError`` on an unknown stream.
+        """
+        names = list(names)
+        unknown = [n for n in names if n not in self.backbones]
+        if unknown:
+            raise ValueError(f"no stream {unknown} in this model (streams: {self.stream_names})")
+        for name in names:
+            self.backbones[name].requires_grad_(False)
+            self.frozen_backbones.add(name)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> CoTokVQA:
+        super().train(mode)
+        for name in self.frozen_backbones:
+            self.backbones[name].eval()
+        return self
 
     # Shapes ---------------------------------------------------------------------
     @property
