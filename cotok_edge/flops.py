@@ -54,7 +54,8 @@ class Budget:
 def model_budget(model: CoTokVQA, question_len: int = 16, answer_len: int | None = None) -> Budget:
     """Count each component of ``model`` at batch 1.
 
-    Components: ``backbone:<stream>`` (with its input normalisation),
+    Components: ``backbone:<stream>`` (with its input normalisation and
+    the pooled pixels of ``pixel_skip``),
     ``video projection`` (the W_v layers), ``text encoder`` (with W_t),
     ``co-tokenization step k``, and ``decoder`` over ``answer_len`` positions
     (default ``max_answer_tokens`` = 8). One decoder pass over 8 positions is
@@ -73,7 +74,7 @@ def model_budget(model: CoTokVQA, question_len: int = 16, answer_len: int | None
         for name in model.stream_names:
 
             def run_backbone(name: str = name) -> None:
-                feats[name] = model.backbones[name](model.normalize(streams[name]))
+                feats[name] = model.stream_features(name, streams[name])
 
             comps[f"backbone:{name}"] = count_macs(run_backbone)
         video = model.cotokenizer.project_video(feats)

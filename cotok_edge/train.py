@@ -49,6 +49,7 @@ from .data.video import StreamSpec
 from .evaluate import evaluate_clips
 from .model import CoTokConfig, CoTokVQA
 from .model.config import PRESETS, VIDEO_TOKENIZERS, stage_strides
+from .model.pixel_skip import with_pixel_skip
 from .model.reslice import reslice_time
 from .model.transplant import transplant_backbone
 from .train_state import load_training_checkpoint, save_training_checkpoint
@@ -98,6 +99,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--stream-time-groups", action="append", default=[], metavar="STREAM=G",
         help="cut STREAM's time axis into G slices (e.g. s1=32: one per frame); with --init "
         "the checkpoint's weights carry over (cotok_edge.model.reslice); repeatable",
+    )  # fmt: skip
+    p.add_argument(
+        "--pixel-skip", action="store_true",
+        help="give every stream's tokens its frames average-pooled to the feature grid "
+        "(CoTokConfig.pixel_skip); with --init the checkpoint is carried over unchanged in "
+        "output (cotok_edge.model.pixel_skip)",
     )  # fmt: skip
     p.add_argument(
         "--stream-stem-stride", action="append", default=[], metavar="STREAM=S",
@@ -473,6 +480,7 @@ def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
             data[key] = getattr(args, flag)
     if args.max_answer_tokens is not None:
         data["text"]["max_answer_tokens"] = args.max_answer_tokens
+    data["pixel_skip"] = args.pixel_skip or data["pixel_skip"]
     names = [s["name"] for s in data["streams"]]
     for name, groups in args.stream_time_groups.items():
         if name not in names:
@@ -537,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
                 model = reslice_time(model, args.stream_time_groups)
             except ValueError as e:
                 raise SystemExit(f"--stream-time-groups: {e}") from None
+        if args.pixel_skip and not model.config.pixel_skip:
+            model = with_pixel_skip(model)
         if model.config.text.vocab_size < tokenizer.get_vocab_size():
             raise SystemExit(f"--init {args.init}: its vocabulary is smaller than the tokenizer's")
     else:

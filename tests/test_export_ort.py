@@ -144,3 +144,19 @@ def test_export_model_spec_describes_the_files(bundle):
         assert sha256_file(out / g["file"]) == g["sha256"]
     assert json.loads(json.dumps(spec)) == spec
     assert sorted(p.name for p in out.iterdir()) == ["question_decoder.onnx", "video_encoder.onnx"]
+
+
+def test_a_pixel_skip_model_exports_with_the_same_answers(tmp_path):
+    # The pooled pixels are part of the video graph: ONNX must carry them exactly.
+    from cotok_edge.model.pixel_skip import with_pixel_skip
+
+    torch.manual_seed(0)
+    model = with_pixel_skip(CoTokVQA(CoTokConfig.preset("tiny"))).eval()
+    with torch.no_grad():  # non-zero skip columns, or the pooling would not matter
+        for proj in model.cotokenizer.video_proj.values():
+            proj.weight[:, -3:].normal_(std=1.0)
+    export_model(model, tmp_path, target="jetson-orin")
+    chain = OrtChain(tmp_path / "video_encoder.onnx", tmp_path / "question_decoder.onnx", threads=1)
+    report = parity(model, chain, random_batches(model, count=1, batch_size=2, seed=3))
+    assert report.passed and report.answers_identical == 1.0, report.mismatches
+    assert report.max_feature_diff < 1e-4

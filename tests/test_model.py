@@ -412,3 +412,36 @@ def test_stage_strides_make_up_what_the_stem_does_not() -> None:
         stage_strides(16, 3)
     with pytest.raises(ValueError, match="cannot halve"):
         stage_strides(64, 1)
+
+
+def test_pixel_skip_hands_each_cell_its_mean_colour(tiny: CoTokVQA) -> None:
+    from cotok_edge.model.pixel_skip import with_pixel_skip
+
+    torch.manual_seed(1)
+    skip = with_pixel_skip(tiny).eval()
+    assert skip.config.pixel_skip and not tiny.config.pixel_skip
+    inputs = tiny.example_inputs(2)
+    for name in tiny.stream_names:
+        inputs[name] = torch.randint(0, 256, inputs[name].shape, dtype=torch.uint8)
+    with torch.no_grad():
+        # Zero-initialised columns: the carried-over model answers exactly as before.
+        torch.testing.assert_close(skip(**inputs).logits, tiny(**inputs).logits, rtol=0, atol=0)
+        for name, (t, h, w) in tiny.feature_grids.items():
+            frames = inputs[name]
+            feats = skip.stream_features(name, frames)
+            torch.testing.assert_close(feats[:, :-3], tiny.backbones[name](tiny.normalize(frames)))
+            # Cell (i, j) of time step k averages its own block of pixels, computed here by hand.
+            x = tiny.normalize(frames)
+            b, c, tt, hh, ww = x.shape
+            blocks = x.reshape(b, c, t, tt // t, h, hh // h, w, ww // w)
+            torch.testing.assert_close(feats[:, -3:], blocks.mean((3, 5, 7)))
+    with pytest.raises(ValueError, match="already"):
+        with_pixel_skip(skip)
+    # A flash in one frame and corner reaches exactly that cell's features.
+    frames = torch.zeros_like(inputs["s1"])
+    lit = frames.clone()
+    lit[:, 0, 5, :8, :8] = 255  # red, frame 5, the top-left 8x8 pixels: cell (5, 0, 0)
+    with torch.no_grad():
+        diff = (skip.stream_features("s1", lit) - skip.stream_features("s1", frames))[:, -3:]
+    changed = diff.abs().amax((0, 1)).nonzero().tolist()
+    assert changed == [[5, 0, 0]]

@@ -140,6 +140,12 @@ class CoTokConfig:
             question, i.e. a TokenLearner whose maps stay uniform); or ``all``
             (baselines: every video position is a token, the K layers run
             over them).
+        pixel_skip: each stream's features also carry its normalised frames
+            average-pooled to the feature grid (3 more channels into ``W_v``):
+            the colour and brightness of every cell in every frame, which a
+            narrow backbone need not keep (the trained ``tiny`` 64 px stream,
+            8 stem channels, keeps little of the colour of a one-frame flash:
+            benchmarks/RESULTS.md, stop 11).
         mean, std: per-channel RGB normalisation applied inside the model.
     """
 
@@ -153,6 +159,7 @@ class CoTokConfig:
     time_groups: int = 1
     tokenlearner_hidden: int = 64
     video_tokenizer: str = "tokenlearner"
+    pixel_skip: bool = False
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
     name: str = "custom"

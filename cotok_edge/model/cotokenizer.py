@@ -72,7 +72,10 @@ class CoTokenizer(nn.Module):
         self.cfg = cfg
         d = cfg.dim
         self.stream_names = [s.name for s in cfg.streams]
-        self.video_proj = nn.ModuleDict({s.name: nn.Linear(s.out_channels, d) for s in cfg.streams})
+        skip = 3 if cfg.pixel_skip else 0  # pooled RGB beside the backbone's channels
+        self.video_proj = nn.ModuleDict(
+            {s.name: nn.Linear(s.out_channels + skip, d) for s in cfg.streams}
+        )
         # Factorised space-time position embedding per stream (see the module docstring).
         self.stream_pos = nn.ModuleDict(
             {s.name: SpaceTimePosition(s.feature_grid, d) for s in cfg.streams}
@@ -98,7 +101,11 @@ class CoTokenizer(nn.Module):
         self.norm = RMSNorm(d)
 
     def project_video(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``{stream: [B, C_s, T_s, H_s, W_s]}`` -> ``{stream: [B, N_s, d]}``, N_s = T_s*H_s*W_s."""
+        """``{stream: [B, C_s, T_s, H_s, W_s]}`` -> ``{stream: [B, N_s, d]}``, N_s = T_s*H_s*W_s.
+
+        C_s is the backbone's width, plus 3 with ``pixel_skip``
+        (:meth:`CoTokVQA.stream_features`).
+        """
         return {
             name: self.stream_pos[name](
                 self.video_proj[name](features[name].flatten(2).transpose(1, 2))

@@ -212,9 +212,26 @@ class CoTokVQA(nn.Module):
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.to(self.pixel_mean.dtype)
         return (x - self.pixel_mean) / self.pixel_std
 
+    def stream_features(self, name: str, frames: Tensor) -> Tensor:
+        """Stream ``name``'s frames ``[B, 3, T, H, W]`` -> features ``[B, C, T', H', W']``.
+
+        The backbone's output; with ``config.pixel_skip`` its 3 last channels
+        are the normalised frames averaged over each feature cell (a fixed
+        pooling: the grid divides the stream's shape by whole numbers).
+        """
+        x = self.normalize(frames)
+        feats = self.backbones[name](x)
+        if not self.config.pixel_skip:
+            return feats
+        # From the config, not the tensors: exported graphs need the kernel as constants.
+        (_, frames_t, size_h, size_w), (t, h, w) = self.stream_shape(name), self.feature_grids[name]
+        kernel = (frames_t // t, size_h // h, size_w // w)
+        pooled = F.avg_pool3d(x, kernel).to(feats.dtype)  # [B, 3, T', H', W']
+        return torch.cat([feats, pooled], dim=1)
+
     def encode_video(self, streams: dict[str, Tensor]) -> dict[str, Tensor]:
         """Backbones (question-independent): ``{stream: [B, N_s, d]}`` projected features."""
-        feats = {name: self.backbones[name](self.normalize(streams[name])) for name in streams}
+        feats = {name: self.stream_features(name, streams[name]) for name in streams}
         return self.cotokenizer.project_video(feats)
 
     def encode_question(self, question_ids: Tensor, question_mask: Tensor) -> Tensor:
