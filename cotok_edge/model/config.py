@@ -21,6 +21,8 @@ from typing import Any
 
 BACKBONES = ("r2plus1d", "resnet3d", "x3d")
 VIDEO_TOKENIZERS = ("tokenlearner", "mean", "all")
+# Channels ``pixel_skip`` adds to each stream's features: the pooled RGB.
+PIXEL_SKIP_CHANNELS = 3
 
 
 @dataclass

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .config import CoTokConfig
+from .config import PIXEL_SKIP_CHANNELS, CoTokConfig
 from .text import EncoderLayer, RMSNorm, attention_mask
 from .tokenlearner import TokenLearner
 
@@ -72,7 +72,7 @@ class CoTokenizer(nn.Module):
         self.cfg = cfg
         d = cfg.dim
         self.stream_names = [s.name for s in cfg.streams]
-        skip = 3 if cfg.pixel_skip else 0  # pooled RGB beside the backbone's channels
+        skip = PIXEL_SKIP_CHANNELS if cfg.pixel_skip else 0
         self.video_proj = nn.ModuleDict(
             {s.name: nn.Linear(s.out_channels + skip, d) for s in cfg.streams}
         )
@@ -103,7 +103,7 @@ class CoTokenizer(nn.Module):
     def project_video(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         """``{stream: [B, C_s, T_s, H_s, W_s]}`` -> ``{stream: [B, N_s, d]}``, N_s = T_s*H_s*W_s.
 
-        C_s is the backbone's width, plus 3 with ``pixel_skip``
+        C_s is the backbone's width, plus the pooled RGB with ``pixel_skip``
         (:meth:`CoTokVQA.stream_features`).
         """
         return {

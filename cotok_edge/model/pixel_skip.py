@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import CoTokConfig
+from .config import PIXEL_SKIP_CHANNELS, CoTokConfig
 from .vqa import CoTokVQA
 
 
@@ -28,6 +28,6 @@ def with_pixel_skip(model: CoTokVQA) -> CoTokVQA:
     for name in model.stream_names:
         key = f"cotokenizer.video_proj.{name}.weight"
         w = state[key]  # [d, C]
-        state[key] = torch.cat([w, w.new_zeros(w.shape[0], 3)], dim=1)
+        state[key] = torch.cat([w, w.new_zeros(w.shape[0], PIXEL_SKIP_CHANNELS)], dim=1)
     new.load_state_dict(state)
     return new.train(model.training)
