@@ -1,39 +1,36 @@
 #!/usr/bin/env bash
 # One lease of a GPU machine, every part bounded in wall-clock time:
 #
-#     bash benchmarks/gpu_session.sh OUT SECONDS
+#     RUNS=benchmarks/gpu_runs/stop12.txt bash benchmarks/gpu_session.sh OUT SECONDS
 #
-# 1. writes the synthetic benchmark (seed 0, 6,000 training clips: data/synth6k's
-#    command) and decodes its training clips once, on all cores but two, while the
-#    fused TokenLearner kernels are checked and timed on those two (benchmarks/kernels.py);
-# 2. trains three models side by side on the GPU, each for the same wall-clock budget
-#    (`--time-budget`: the cosine schedule spans it), clips held in GPU memory:
-#      A: tiny, 32 clips a step;  B: tiny, 64 clips a step;  C: edge, 16 clips (all seed 0;
-#      a small model's step costs about the same at 32 or 64 clips on a GPU: B asks what
-#      the larger batch buys at the same rate). With B_INIT=MODEL, B instead continues that
-#      model at 32 clips, lr 5e-4, the blink count and the direction weighted 4x (stop 9's
-#      run C on the GPU's budget). Validation is recorded per question too;
+# 1. writes the synthetic benchmark (seed 0; 1,200 + EXTRA_TRAIN training clips, the test
+#    split that of data/synth) and decodes it once, with every subset a run asks for, on
+#    all cores but two, while the fused TokenLearner kernels are checked and timed on those
+#    two (benchmarks/kernels.py);
+# 2. trains the runs of the RUNS file side by side on the GPU, each for the same wall-clock
+#    budget (`--time-budget`: the cosine schedule spans it), clips held in GPU memory,
+#    validation recorded per question (the file's format: benchmarks/gpu_runs/stop10.txt);
 # 3. answers the test split with each (`evaluate --by-question`);
-# 4. packs OUT/{A,B,C}.tar (model, metrics, curves, test answers; C without its
-#    weights, 80 MB), before anything else can run out the call's time;
+# 4. packs OUT/NAME.tar per run (model, metrics, curves, test answers; a run whose weights
+#    exceed 40 MB without them), before anything else can run out the call's time;
 # 5. times the model on the GPU (python -m benchmarks.model_gpu, no torch.compile);
 # 6. packs OUT/gpu.tar (kernel and model tables, machine.txt).
 #
 # Measured on an H100 (stop 8 in benchmarks/records.md): a tiny step of 32 clips takes
 # 0.12 s in eager bf16 (about 270 clips/s, 27 times the 2-core CPU's), bound by the host
-# launching kernels, not by the GPU, which is why three runs share it.
+# launching kernels, not by the GPU, which is why several runs share it.
 #
 # SECONDS is the whole session's wall clock (default 540): the training budget is
-# what is left after the data and before the measured time the steps after it need.
-# Environment: SMALL=1 writes a few clips and trains for seconds (a dry run on a CPU);
-# ONLY="B" trains those runs alone; CHECKS=0 skips the kernel check and the model timings;
-# B_FLAGS: run B's extra training flags (word-split; with B_INIT they replace its question
-# weights); B_CLIPS: run B's clips a step without B_INIT (64).
+# what is left after the data and before the measured time the steps after it need (AFTER).
+# Environment: RUNS (default benchmarks/gpu_runs/stop10.txt); ONLY="A B" trains those
+# runs of it alone; EXTRA_TRAIN (default 4800) training clips beyond the 1,200; HOLDOUT
+# (default 300) held-out questions of a subset; CHECKS=0 skips the kernel check and the
+# model timings (a training-only call), TIMINGS=0 the model timings alone; SMALL=1 writes a
+# few clips and trains for seconds (a dry run on a CPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:?usage: gpu_session.sh OUT [SECONDS]}
 TOTAL=${2:-540}
-ONLY=${ONLY:-A B C}  # the runs to train
 CHECKS=${CHECKS:-1}  # 0: no kernel check, no model timings (a training-only call)
 T0=$(date +%s)
 mkdir -p "$OUT_DIR/gpu"
@@ -61,17 +58,60 @@ CORES=$(nproc)
 log "start: $CORES cores, CUDA $CUDA"
 
 WORK=${WORK:-/tmp/cotok-session}
-DATA="$WORK/synth6k" CACHE="$WORK/cache" RUNS="$WORK/runs"
-mkdir -p "$WORK" "$RUNS"
+DATA="$WORK/synth" CACHE="$WORK/cache" RUNS_DIR="$WORK/runs"
+mkdir -p "$WORK" "$RUNS_DIR"
 if [ "${SMALL:-0}" = 1 ]; then
     GEN=(--train 24 --val 4 --test 4 --extra-train 8) EVAL_CLIPS=4 EVAL_EVERY=20 WARMUP=2
+    HOLDOUT=${HOLDOUT:-4}
 else
-    GEN=(--train 1200 --val 150 --test 300 --extra-train 4800) EVAL_CLIPS=150 EVAL_EVERY=500
-    WARMUP=300
+    EXTRA=${EXTRA_TRAIN:-4800}
+    GEN=(--train 1200 --val 150 --test 300 --extra-train "$EXTRA")
+    EVAL_CLIPS=150 EVAL_EVERY=250 WARMUP=300 HOLDOUT=${HOLDOUT:-300}
 fi
 DATA_CPUS="2-$((CORES - 1))" WORKERS=$((CORES - 2))
 # Two workers at least, so that a dry run on a small machine takes the parallel path too.
 [ "$WORKERS" -lt 2 ] && DATA_CPUS="0-$((CORES - 1))" WORKERS=2
+
+# -- the runs: NAME DATA FLAGS... per line of the RUNS file ---------------------------------
+SPEC=${RUNS:-benchmarks/gpu_runs/stop10.txt}
+[ -f "$SPEC" ] || { log "RUNS=$SPEC: no such file"; exit 1; }
+NAMES=()
+declare -A RUN_DATA RUN_FLAGS
+while IFS= read -r line || [ -n "$line" ]; do
+    [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
+    eval "fields=($line)" || { log "RUNS=$SPEC: cannot read the line: $line"; exit 1; }
+    name=${fields[0]}
+    [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]] && continue
+    [ "${#fields[@]}" -ge 2 ] || { log "RUNS=$SPEC: run $name names no data"; exit 1; }
+    NAMES+=("$name")
+    RUN_DATA[$name]=${fields[1]}
+    RUN_FLAGS[$name]=$(printf '%q ' "${fields[@]:2}")
+done < "$SPEC"
+[ "${#NAMES[@]}" -gt 0 ] || { log "RUNS=$SPEC: no run to train (ONLY=${ONLY:-})"; exit 1; }
+log "runs: ${NAMES[*]} from $SPEC"
+data_of() {  # the dataset folder of run $1
+    case "${RUN_DATA[$1]}" in
+        main) echo "$DATA" ;;
+        subset:*) echo "$WORK/subset-$1" ;;
+        *) return 1 ;;
+    esac
+}
+for run in "${NAMES[@]}"; do
+    data_of "$run" > /dev/null || { log "run $run: data ${RUN_DATA[$run]}: not main or subset:Q"; exit 1; }
+done
+if [ "${SMALL:-0}" != 1 ]; then
+    # The cache takes 2.2 MB a clip (tiny's three streams as uint8) and a subset's clips
+    # again (at most all of them): a disk too small for EXTRA_TRAIN gets fewer clips, not a
+    # decoding that fails half-way.
+    SUBSETS=$(for r in "${NAMES[@]}"; do echo "${RUN_DATA[$r]}"; done | grep -c '^subset:')
+    FREE_MB=$(df -Pm "$WORK" | awk 'NR == 2 {print $4}')
+    FITS=$((FREE_MB * 8 / 10 * 10 / 22 / (1 + SUBSETS) - 1650))
+    if [ "$FITS" -lt "$EXTRA" ]; then
+        [ "$FITS" -lt 0 ] && FITS=0
+        log "disk: $FREE_MB MB free: $FITS extra training clips, not $EXTRA"
+        GEN=(--train 1200 --val 150 --test 300 --extra-train "$FITS")
+    fi
+fi
 
 # -- 1. data on all cores but two; the kernels on those two ---------------------------------
 if [ "$CUDA" = 1 ] && [ "$CHECKS" = 1 ]; then
@@ -84,65 +124,67 @@ pin "$DATA_CPUS" "$PY" -m cotok_edge.data.synthetic --out "$DATA" "${GEN[@]}" --
 log "data written"
 pin "$DATA_CPUS" "$PY" -m cotok_edge.data.prepare --data "$DATA" --format msrvtt-qa \
     --cache-dir "$CACHE" --workers "$WORKERS" >> "$LOG" 2>&1 || { log "decoding failed"; exit 1; }
+for run in "${NAMES[@]}"; do
+    [[ "${RUN_DATA[$run]}" == subset:* ]] || continue
+    "$PY" -m cotok_edge.data.subset --data "$DATA" --question "${RUN_DATA[$run]#subset:}" \
+        --holdout "$HOLDOUT" --out "$(data_of "$run")" --force >> "$LOG" 2>&1 &&
+        pin "$DATA_CPUS" "$PY" -m cotok_edge.data.prepare --data "$(data_of "$run")" \
+            --format msrvtt-qa --splits train val --cache-dir "$CACHE" --workers "$WORKERS" \
+            >> "$LOG" 2>&1 || { log "run $run: its subset failed"; exit 1; }
+done
 log "clips decoded"
 [ -n "${KERNELS:-}" ] && { wait "$KERNELS"; log "kernels: exit $?"; }
 
-# -- 2. three training runs side by side --------------------------------------------------------
-AFTER=${AFTER:-130}  # seconds the steps after training need: its start, the evaluations, timings
+# -- 2. the runs side by side ---------------------------------------------------------------------
+AFTER=${AFTER:-90}  # seconds the steps after training need: its start, the evaluations, packing
 BUDGET=$((TOTAL - $(since) - AFTER))
 [ "$BUDGET" -lt 10 ] && BUDGET=10
 DEVICE=$([ "$CUDA" = 1 ] && echo cuda || echo cpu)
 log "training: $BUDGET s each"
-COMMON=(--data "$DATA" --format msrvtt-qa --time-budget "$BUDGET" --lr 1e-3
+COMMON=(--format msrvtt-qa --time-budget "$BUDGET" --lr 1e-3
     --warmup "$WARMUP" --eval-every "$EVAL_EVERY" --eval-clips "$EVAL_CLIPS"
     --checkpoint-every 1000000 --cache-dir "$CACHE" --cache-on-device --force --eval-by-question
-    --tokenizer cotok_edge/assets/default/tokenizer.json)  # the shipped model's vocabulary
+    --tokenizer cotok_edge/assets/default/tokenizer.json --seed 0)  # the shipped vocabulary
 declare -A PIDS
-TRAIN=(timeout "$((BUDGET + 90))" "$PY" -m cotok_edge.train "${COMMON[@]}")  # a hung run ends
-wanted() { [[ " $ONLY " == *" $1 "* ]]; }
-wanted A && { "${TRAIN[@]}" --preset tiny --clips 32 --seed 0 --out "$RUNS/A" \
-    > "$RUNS/A.log" 2>&1 & PIDS[A]=$!; }
-if [ -n "${B_INIT:-}" ]; then  # continue a trained model, the blink count and direction weighted
-    RUN_B=(--init "$B_INIT" --clips 32 --lr 5e-4 --warmup "$((WARMUP / 3))")
-    B_FLAGS=${B_FLAGS---question-weight how.many=4 --question-weight which.way=4}
-else
-    RUN_B=(--preset tiny --clips "${B_CLIPS:-64}")
-fi
-wanted B && { "${TRAIN[@]}" "${RUN_B[@]}" ${B_FLAGS:-} --seed 0 --out "$RUNS/B" \
-    > "$RUNS/B.log" 2>&1 & PIDS[B]=$!; }
-wanted C && { "${TRAIN[@]}" --preset edge --clips 16 --seed 0 --out "$RUNS/C" \
-    > "$RUNS/C.log" 2>&1 & PIDS[C]=$!; }
-for run in $ONLY; do
+for run in "${NAMES[@]}"; do
+    eval "flags=(${RUN_FLAGS[$run]})"
+    # A hung run ends: the budget, its start and a last evaluation, then no more.
+    timeout "$((BUDGET + 90))" "$PY" -m cotok_edge.train --data "$(data_of "$run")" \
+        "${COMMON[@]}" "${flags[@]}" --out "$RUNS_DIR/$run" > "$RUNS_DIR/$run.log" 2>&1 &
+    PIDS[$run]=$!
+done
+for run in "${NAMES[@]}"; do
     wait "${PIDS[$run]}"
-    log "run $run: exit $?, $(grep -c '"loss"' "$RUNS/$run/metrics.jsonl" 2>/dev/null) steps"
+    log "run $run: exit $?, $(grep -c '"loss"' "$RUNS_DIR/$run/metrics.jsonl" 2>/dev/null) steps"
 done
 
 # -- 3. the test split ------------------------------------------------------------------------------
-for run in A B C; do
-    [ -f "$RUNS/$run/model/config.json" ] || continue
-    timeout 90 "$PY" -m cotok_edge.evaluate --checkpoint "$RUNS/$run/model" --data "$DATA" \
+for run in "${NAMES[@]}"; do
+    [ -f "$RUNS_DIR/$run/model/config.json" ] || continue
+    timeout 90 "$PY" -m cotok_edge.evaluate --checkpoint "$RUNS_DIR/$run/model" --data "$DATA" \
         --format msrvtt-qa --split test --by-question --device "$DEVICE" --cache-dir "$CACHE" \
-        > "$RUNS/$run/test.json" 2> "$RUNS/$run/test.err" &
+        > "$RUNS_DIR/$run/test.json" 2> "$RUNS_DIR/$run/test.err" &
 done
 wait
-for run in A B C; do
+for run in "${NAMES[@]}"; do
     log "run $run test: $("$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]))
 print(round(100*r["accuracy"],1), {k: round(100*v["accuracy"],1) for k,v in r["per_category"].items()})' \
-        "$RUNS/$run/test.json" 2>/dev/null)"
+        "$RUNS_DIR/$run/test.json" 2>/dev/null)"
 done
 
 # -- 4. pack the runs now, so that a call stopped by its time limit still brings them back --
-for run in A B C; do
-    [ -d "$RUNS/$run" ] || continue
+for run in "${NAMES[@]}"; do
+    [ -d "$RUNS_DIR/$run" ] || continue
     files=(metrics.jsonl learning_curve.png test.json test.err model/config.json model/tokenizer.json)
-    [ "$run" != C ] && files+=(model/model.safetensors)
-    cp "$RUNS/$run.log" "$RUNS/$run/train.log"
-    (cd "$RUNS/$run" && tar cf "$OUT_DIR/$run.tar" train.log $(ls "${files[@]}" 2>/dev/null))
+    weights="$RUNS_DIR/$run/model/model.safetensors"
+    [ -f "$weights" ] && [ "$(stat -c %s "$weights")" -le 40000000 ] && files+=(model/model.safetensors)
+    cp "$RUNS_DIR/$run.log" "$RUNS_DIR/$run/train.log"
+    (cd "$RUNS_DIR/$run" && tar cf "$OUT_DIR/$run.tar" train.log $(ls "${files[@]}" 2>/dev/null))
 done
 log "runs packed"
 
 # -- 5. the model on the GPU --------------------------------------------------------------------
-if [ "$CUDA" = 1 ] && [ "$CHECKS" = 1 ]; then
+if [ "$CUDA" = 1 ] && [ "$CHECKS" = 1 ] && [ "${TIMINGS:-1}" = 1 ]; then
     LEFT=$((TOTAL - $(since) - 15))
     if [ "$LEFT" -gt 20 ]; then
         timeout "$LEFT" "$PY" -m benchmarks.model_gpu --presets tiny edge paper --batches 1 8 \
@@ -150,6 +192,8 @@ if [ "$CUDA" = 1 ] && [ "$CHECKS" = 1 ]; then
             --json "$OUT_DIR/gpu/model.json" > "$OUT_DIR/gpu/model.log" 2>&1
         log "model timings: exit $?"
     fi
+fi
+if [ "$CUDA" = 1 ]; then
     {
         echo "machine: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1);"
         echo "CPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $CORES cores;"
