@@ -10,7 +10,7 @@
 # 2. trains the runs of the RUNS file side by side on the GPU, each for the same wall-clock
 #    budget (`--time-budget`: the cosine schedule spans it), clips held in GPU memory,
 #    validation recorded per question (the file's format: benchmarks/gpu_runs/stop10.txt);
-# 3. answers the test split with each (`evaluate --by-question`);
+# 3. answers the test split with each run on the main data (`evaluate --by-question`);
 # 4. packs OUT/NAME.tar per run (model, metrics, curves, test answers; a run whose weights
 #    exceed 40 MB without them), before anything else can run out the call's time;
 # 5. times the model on the GPU (python -m benchmarks.model_gpu, no torch.compile);
@@ -122,8 +122,10 @@ fi
 pin "$DATA_CPUS" "$PY" -m cotok_edge.data.synthetic --out "$DATA" "${GEN[@]}" --seed 0 \
     --workers "$WORKERS" >> "$LOG" 2>&1 || { log "data generation failed"; exit 1; }
 log "data written"
-pin "$DATA_CPUS" "$PY" -m cotok_edge.data.prepare --data "$DATA" --format msrvtt-qa \
-    --cache-dir "$CACHE" --workers "$WORKERS" >> "$LOG" 2>&1 || { log "decoding failed"; exit 1; }
+if [[ " ${RUN_DATA[*]} " == *" main "* ]]; then  # subsets alone need only their own clips
+    pin "$DATA_CPUS" "$PY" -m cotok_edge.data.prepare --data "$DATA" --format msrvtt-qa \
+        --cache-dir "$CACHE" --workers "$WORKERS" >> "$LOG" 2>&1 || { log "decoding failed"; exit 1; }
+fi
 for run in "${NAMES[@]}"; do
     [[ "${RUN_DATA[$run]}" == subset:* ]] || continue
     "$PY" -m cotok_edge.data.subset --data "$DATA" --question "${RUN_DATA[$run]#subset:}" \
@@ -158,15 +160,16 @@ for run in "${NAMES[@]}"; do
     log "run $run: exit $?, $(grep -c '"loss"' "$RUNS_DIR/$run/metrics.jsonl" 2>/dev/null) steps"
 done
 
-# -- 3. the test split ------------------------------------------------------------------------------
+# -- 3. the test split (runs on the main data; a subset's held-out answers are in its metrics) --
 for run in "${NAMES[@]}"; do
-    [ -f "$RUNS_DIR/$run/model/config.json" ] || continue
+    [ "${RUN_DATA[$run]}" = main ] && [ -f "$RUNS_DIR/$run/model/config.json" ] || continue
     timeout 90 "$PY" -m cotok_edge.evaluate --checkpoint "$RUNS_DIR/$run/model" --data "$DATA" \
         --format msrvtt-qa --split test --by-question --device "$DEVICE" --cache-dir "$CACHE" \
         > "$RUNS_DIR/$run/test.json" 2> "$RUNS_DIR/$run/test.err" &
 done
 wait
 for run in "${NAMES[@]}"; do
+    [ -s "$RUNS_DIR/$run/test.json" ] || continue
     log "run $run test: $("$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]))
 print(round(100*r["accuracy"],1), {k: round(100*v["accuracy"],1) for k,v in r["per_category"].items()})' \
         "$RUNS_DIR/$run/test.json" 2>/dev/null)"
