@@ -92,7 +92,7 @@ log "runs: ${NAMES[*]} from $SPEC"
 data_of() {  # the dataset folder of run $1
     case "${RUN_DATA[$1]}" in
         main) echo "$DATA" ;;
-        subset:*) echo "$WORK/subset-$1" ;;
+        subset:*) echo "$WORK/subset-$(printf %s "${RUN_DATA[$1]}" | sha1sum | cut -c1-12)" ;;  # shared
         *) return 1 ;;
     esac
 }
@@ -100,10 +100,10 @@ for run in "${NAMES[@]}"; do
     data_of "$run" > /dev/null || { log "run $run: data ${RUN_DATA[$run]}: not main or subset:Q"; exit 1; }
 done
 if [ "${SMALL:-0}" != 1 ]; then
-    # The cache takes 2.2 MB a clip (tiny's three streams as uint8) and a subset's clips
+    # The cache takes 2.2 MB a clip (tiny's three streams as uint8) and each subset's clips
     # again (at most all of them): a disk too small for EXTRA_TRAIN gets fewer clips, not a
     # decoding that fails half-way.
-    SUBSETS=$(for r in "${NAMES[@]}"; do echo "${RUN_DATA[$r]}"; done | grep -c '^subset:')
+    SUBSETS=$(for r in "${NAMES[@]}"; do echo "${RUN_DATA[$r]}"; done | sort -u | grep -c '^subset:')
     FREE_MB=$(df -Pm "$WORK" | awk 'NR == 2 {print $4}')
     FITS=$((FREE_MB * 8 / 10 * 10 / 22 / (1 + SUBSETS) - 1650))
     if [ "$FITS" -lt "$EXTRA" ]; then
@@ -126,8 +126,10 @@ if [[ " ${RUN_DATA[*]} " == *" main "* ]]; then  # subsets alone need only their
     pin "$DATA_CPUS" "$PY" -m cotok_edge.data.prepare --data "$DATA" --format msrvtt-qa \
         --cache-dir "$CACHE" --workers "$WORKERS" >> "$LOG" 2>&1 || { log "decoding failed"; exit 1; }
 fi
+declare -A MADE  # runs asking the same question share one subset and its cache
 for run in "${NAMES[@]}"; do
-    [[ "${RUN_DATA[$run]}" == subset:* ]] || continue
+    [[ "${RUN_DATA[$run]}" == subset:* ]] && [ -z "${MADE[$(data_of "$run")]:-}" ] || continue
+    MADE[$(data_of "$run")]=1
     "$PY" -m cotok_edge.data.subset --data "$DATA" --question "${RUN_DATA[$run]#subset:}" \
         --holdout "$HOLDOUT" --out "$(data_of "$run")" --force >> "$LOG" 2>&1 &&
         pin "$DATA_CPUS" "$PY" -m cotok_edge.data.prepare --data "$(data_of "$run")" \
