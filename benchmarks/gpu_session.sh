@@ -75,7 +75,7 @@ DATA_CPUS="2-$((CORES - 1))" WORKERS=$((CORES - 2))
 # -- the runs: NAME DATA FLAGS... per line of the RUNS file ---------------------------------
 SPEC=${RUNS:-benchmarks/gpu_runs/stop10.txt}
 [ -f "$SPEC" ] || { log "RUNS=$SPEC: no such file"; exit 1; }
-NAMES=()
+NAMES=() NEEDS_MAIN=0
 declare -A RUN_DATA RUN_FLAGS
 while IFS= read -r line || [ -n "$line" ]; do
     [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
@@ -85,6 +85,7 @@ while IFS= read -r line || [ -n "$line" ]; do
     [ "${#fields[@]}" -ge 2 ] || { log "RUNS=$SPEC: run $name names no data"; exit 1; }
     NAMES+=("$name")
     RUN_DATA[$name]=${fields[1]}
+    [ "${fields[1]}" = main ] && NEEDS_MAIN=1
     RUN_FLAGS[$name]=$(printf '%q ' "${fields[@]:2}")
 done < "$SPEC"
 [ "${#NAMES[@]}" -gt 0 ] || { log "RUNS=$SPEC: no run to train (ONLY=${ONLY:-})"; exit 1; }
@@ -122,7 +123,7 @@ fi
 pin "$DATA_CPUS" "$PY" -m cotok_edge.data.synthetic --out "$DATA" "${GEN[@]}" --seed 0 \
     --workers "$WORKERS" >> "$LOG" 2>&1 || { log "data generation failed"; exit 1; }
 log "data written"
-if [[ " ${RUN_DATA[*]} " == *" main "* ]]; then  # subsets alone need only their own clips
+if [ "$NEEDS_MAIN" = 1 ]; then  # subsets alone need only their own clips
     pin "$DATA_CPUS" "$PY" -m cotok_edge.data.prepare --data "$DATA" --format msrvtt-qa \
         --cache-dir "$CACHE" --workers "$WORKERS" >> "$LOG" 2>&1 || { log "decoding failed"; exit 1; }
 fi
