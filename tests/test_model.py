@@ -135,6 +135,10 @@ def test_config_errors() -> None:
         CoTokConfig.preset("papr")
     with pytest.raises(ValueError, match="unknown fields"):
         CoTokConfig.from_dict({**CoTokConfig.preset("tiny").to_dict(), "depth": 3})
+    with pytest.raises(ValueError, match="no 'streams'"):
+        CoTokConfig.from_dict({})
+    with pytest.raises(ValueError, match="CoTokConfig: .*'width'"):
+        CoTokConfig.from_dict({"streams": [{"name": "s1", "frames": 8, "size": 64, "width": 3}]})
     single = CoTokConfig.preset("tiny").with_streams(["s3"])
     assert [s.name for s in single.streams] == ["s3"]
     data = CoTokConfig.preset("tiny").to_dict()
@@ -371,6 +375,41 @@ def test_zero_init_residual_starts_every_block_as_its_shortcut(backbone: str) ->
     # One zeroed scale per block (a BatchNorm's weight), nothing else.
     zeroed = [n for n, p in net.named_parameters() if n.endswith(".weight") and not p.any()]
     assert len(zeroed) == len(blocks)
+
+
+@pytest.mark.parametrize("size", [30, 31, 64])
+@pytest.mark.parametrize("stride", [2, 4])
+def test_pool_stem_gives_the_grid_the_config_promises(size: int, stride: int) -> None:
+    from cotok_edge.model.config import StreamConfig
+    from cotok_edge.model.streams import StreamBackbone
+
+    cfg = StreamConfig("s", 2, size, stem="pool", stem_channels=8, stem_stride=stride,
+                       channels=(8, 16), blocks=(1, 1), spatial_strides=(1, 2),
+                       temporal_strides=(1, 1))  # fmt: skip
+    net = StreamBackbone(cfg).eval()
+    out = net(torch.randn(1, 3, 2, size, size))
+    assert tuple(out.shape[2:]) == cfg.feature_grid
+    assert out.shape[1] == cfg.out_channels
+    # log2(stride) levels of 3x3 convolution + 2x2 max-pool, widths doubling to stem_channels.
+    convs = [m for m in net.stem.modules() if isinstance(m, torch.nn.Conv3d)]
+    pools = [m for m in net.stem.modules() if isinstance(m, torch.nn.MaxPool3d)]
+    assert [c.kernel_size for c in convs] == [(1, 3, 3)] * len(pools)
+    assert [c.out_channels for c in convs] == [8 >> i for i in reversed(range(len(pools)))]
+    assert 2 ** len(pools) == stride
+
+
+def test_pool_stem_config_checks_and_round_trip() -> None:
+    data = CoTokConfig.preset("tiny").to_dict()
+    data["streams"][2]["stem"] = "pool"
+    cfg = CoTokConfig.from_dict(data)
+    assert CoTokConfig.from_json(cfg.to_json()) == cfg
+    assert cfg.streams[2].feature_grid == CoTokConfig.preset("tiny").streams[2].feature_grid
+    data["streams"][2]["stem_stride"] = 3
+    with pytest.raises(ValueError, match="stream 's3': the pool stem needs a stem_stride that is"):
+        CoTokConfig.from_dict(data)
+    data["streams"][2]["stem"] = "patchify"
+    with pytest.raises(ValueError, match="stream 's3': stem 'patchify' is not one of"):
+        CoTokConfig.from_dict(data)
 
 
 def test_reslice_time_keeps_the_weights_and_spreads_slot_embeddings(tiny: CoTokVQA) -> None:

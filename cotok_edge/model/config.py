@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 BACKBONES = ("r2plus1d", "resnet3d", "x3d")
+STEMS = ("conv", "pool")
 VIDEO_TOKENIZERS = ("tokenlearner", "mean", "all")
 # Channels ``pixel_skip`` adds to each stream's features: the pooled RGB.
 PIXEL_SKIP_CHANNELS = 3
@@ -45,6 +46,17 @@ class StreamConfig:
         this stream's G (see :class:`CoTokConfig`); ``None`` takes the model's.
         E.g. 32 slices (one per frame) for the 32-frame stream while the
         others keep the model's G.
+
+    stem:
+        ``conv``: the backbone's own stem (for ``r2plus1d`` one 7x7 convolution
+        strided by ``stem_stride``); ``pool``: 3x3 convolutions at full
+        resolution, each followed by a 2x2 max-pool, until ``stem_stride``
+        (a power of two), widths doubling up to ``stem_channels``. A one-step
+        7x7 stride-4 stem of 8 channels leaves a 12-pixel object 3x3 positions
+        of 8 numbers: the tiny 224 px backbone, trained to name such an
+        object's shape from the feature of the grid cell that holds it, stays
+        at chance with that stem and reaches 69% with this one
+        (``benchmarks/small_shape_probe.py``, RESULTS.md stop 13).
     """
 
     name: str
@@ -59,6 +71,7 @@ class StreamConfig:
     temporal_strides: tuple[int, ...] = (1, 1, 1, 1)
     expansion: float = 4.0
     time_groups: int | None = None
+    stem: str = "conv"
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -75,6 +88,14 @@ class StreamConfig:
         if self.backbone not in BACKBONES:
             raise ValueError(
                 f"stream {self.name!r}: backbone {self.backbone!r} is not one of {BACKBONES}"
+            )
+        if self.stem not in STEMS:
+            raise ValueError(f"stream {self.name!r}: stem {self.stem!r} is not one of {STEMS}")
+        s = self.stem_stride
+        if self.stem == "pool" and (s < 2 or s & (s - 1)):
+            raise ValueError(
+                f"stream {self.name!r}: the pool stem needs a stem_stride that is a power of "
+                f"two (2, 4, 8, ...), got {s}"
             )
 
     @property
@@ -223,7 +244,12 @@ class CoTokConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"CoTokConfig: unknown fields {sorted(unknown)}")
-        return cls(**data)
+        if "streams" not in data:
+            raise ValueError("CoTokConfig: no 'streams' (a config needs at least one stream)")
+        try:
+            return cls(**data)
+        except TypeError as e:  # a stream or text entry with a missing or unknown field
+            raise ValueError(f"CoTokConfig: {e}") from None
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)

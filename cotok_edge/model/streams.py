@@ -121,6 +121,27 @@ class X3DBlock(nn.Module):
         return self.out_act(self.project(h) + self.shortcut(x))
 
 
+def _pool_stem(channels: int, stride: int) -> nn.Sequential:
+    """``[B, 3, T, H, W] -> [B, channels, T, H/stride, W/stride]``: per frame, a 3x3
+    convolution then a 2x2 max-pool, log2(stride) times, widths doubling up to ``channels``.
+
+    Every pixel reaches a full-resolution convolution and the max-pool keeps the
+    strongest local response, so an object a few stride-cells wide keeps its
+    outline (see ``StreamConfig.stem``).
+    """
+    levels = stride.bit_length() - 1
+    widths = [max(1, channels >> (levels - 1 - i)) for i in range(levels)]
+    layers: list[nn.Module] = []
+    cin = 3
+    for cout in widths:
+        layers += [
+            _conv_bn(cin, cout, (1, 3, 3)),
+            nn.MaxPool3d((1, 2, 2), (1, 2, 2), ceil_mode=True),
+        ]
+        cin = cout
+    return nn.Sequential(*layers)
+
+
 class StreamBackbone(nn.Module):
     """One stream's 3D CNN: ``[B, 3, T, H, W]`` (normalised) -> ``[B, C_s, T_s, H_s, W_s]``."""
 
@@ -128,7 +149,9 @@ class StreamBackbone(nn.Module):
         super().__init__()
         self.cfg = cfg
         s, c0 = cfg.stem_stride, cfg.stem_channels
-        if cfg.backbone == "r2plus1d":
+        if cfg.stem == "pool":
+            self.stem = _pool_stem(c0, s)
+        elif cfg.backbone == "r2plus1d":
             self.stem = nn.Sequential(
                 _conv_bn(3, c0, (1, 7, 7), (1, s, s)), _conv_bn(c0, c0, (3, 1, 1))
             )
