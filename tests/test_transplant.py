@@ -55,3 +55,31 @@ def test_a_backbone_of_another_shape_or_name_is_refused(
         transplant_backbone(_model(0), "s4", folder)
     with pytest.raises(ValueError, match="missing config.json"):
         transplant_backbone(_model(0), "s1", tmp_path)
+
+
+def test_a_backbone_built_otherwise_with_the_same_output_is_adopted(tmp_path: Path) -> None:
+    data = CoTokConfig.preset("tiny").to_dict()
+    data["streams"][2].update(stem="pool", stem_channels=16)
+    torch.manual_seed(3)
+    pooled = CoTokVQA(CoTokConfig.from_dict(data))
+    pooled.save_pretrained(tmp_path / "pooled")
+    model = _model(0)
+    groups = model.config.time_groups_of("s3")
+    transplant_backbone(model, "s3", tmp_path / "pooled")
+
+    s3 = model.config.streams[2]
+    assert (s3.stem, s3.stem_channels) == ("pool", 16)
+    assert model.config.time_groups_of("s3") == groups
+    for k, v in pooled.backbones["s3"].state_dict().items():
+        assert torch.equal(model.backbones["s3"].state_dict()[k], v), k
+    # The adopted configuration is what the checkpoint says: it reloads to the same numbers.
+    model.eval().save_pretrained(tmp_path / "mixed")
+    again = CoTokVQA.from_pretrained(tmp_path / "mixed").eval()
+    streams = {
+        s.name: torch.randint(0, 256, (1, 3, s.frames, s.size, s.size), dtype=torch.uint8)
+        for s in model.config.streams
+    }
+    with torch.no_grad():
+        feats = model.encode_video(streams)
+        for name, x in again.encode_video(streams).items():
+            torch.testing.assert_close(x, feats[name])

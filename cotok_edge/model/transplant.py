@@ -9,13 +9,26 @@ projection into the shared width, the TokenLearner, the transformer, the decoder
 the receiving model's and is fine-tuned to read the new features. In those two models it
 did not learn to within 600 steps (records, stop 10): what each lacked was after the
 backbones.
+
+The donor's backbone may be built differently (another stem, other widths inside) as long
+as it takes the same input and gives what the receiving model reads: the same frames and
+size in, the same width and feature grid out. The model then adopts the donor's backbone
+configuration for that stream (its time slicing stays its own).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+from .config import StreamConfig
+from .streams import StreamBackbone
 from .vqa import CoTokVQA
+
+
+def _interface(s: StreamConfig) -> tuple:
+    """What the rest of the model sees of a backbone: input geometry, output width and grid."""
+    return s.frames, s.size, s.out_channels, s.feature_grid
 
 
 def transplant_backbone(model: CoTokVQA, stream: str, source: str | Path) -> int:
@@ -32,7 +45,8 @@ def transplant_backbone(model: CoTokVQA, stream: str, source: str | Path) -> int
 
     Raises:
         ValueError: ``stream`` is not in one of the models, the two backbones differ in
-            configuration, or ``source`` is not a readable checkpoint.
+            input or output (frames, size, width, grid), or ``source`` is not a readable
+            checkpoint.
     """
     src = Path(source)
     try:  # the loader's own checks: files present, config valid, weights matching it
@@ -45,10 +59,19 @@ def transplant_backbone(model: CoTokVQA, stream: str, source: str | Path) -> int
         raise ValueError(
             f"backbone {stream!r} from {src}: streams here {sorted(ours)}, there {sorted(theirs)}"
         )
-    if ours[stream] != theirs[stream]:
+    mine, given = ours[stream], theirs[stream]
+    if _interface(mine) != _interface(given):
         raise ValueError(
-            f"backbone {stream!r} from {src}: its configuration differs from this model's "
-            f"({theirs[stream]} against {ours[stream]})"
+            f"backbone {stream!r} from {src}: its input or output differs from this model's "
+            f"(frames, size, width, grid {_interface(given)} against {_interface(mine)})"
+        )
+    adopted = dataclasses.replace(given, time_groups=mine.time_groups)
+    if adopted != mine:
+        old = model.backbones[stream]
+        ref = next(old.parameters())
+        model.config.streams[model.stream_names.index(stream)] = adopted
+        model.backbones[stream] = (
+            StreamBackbone(adopted).to(ref.device, ref.dtype).train(old.training)
         )
     weights = donor.backbones[stream].state_dict()
     model.backbones[stream].load_state_dict(weights)
