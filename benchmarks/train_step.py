@@ -20,6 +20,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -110,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--top-ops", type=int, default=12, help="ops listed by --profile")
     parser.add_argument(
+        "--config", type=Path,
+        help="time this model configuration (a config.json, e.g. a checkpoint's) instead "
+        "of --preset",
+    )  # fmt: skip
+    parser.add_argument(
         "--bf16", choices=("auto", "on", "off"), default="auto",
         help="bf16 autocast, decided as `cotok_edge.train --bf16` decides it (auto: off "
         "on a CPU)",
@@ -117,8 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bf16 = use_bf16(args.bf16, torch.device("cpu"))
 
+    if args.config is not None:
+        try:
+            cfg = CoTokConfig.from_json(args.config)
+        except (OSError, ValueError) as e:
+            parser.error(f"--config {args.config}: {e}")
+        args.preset = f"{cfg.name} ({args.config})"
+    else:
+        cfg = CoTokConfig.preset(args.preset)
     torch.manual_seed(0)
-    model = CoTokVQA(CoTokConfig.preset(args.preset)).train()
+    model = CoTokVQA(cfg).train()
     if args.freeze_backbones:
         model.freeze_backbones(model.stream_names)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

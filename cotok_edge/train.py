@@ -48,7 +48,7 @@ from .data.text import (
 from .data.video import StreamSpec
 from .evaluate import evaluate_clips
 from .model import CoTokConfig, CoTokVQA
-from .model.config import PRESETS, VIDEO_TOKENIZERS, stage_strides
+from .model.config import PRESETS, STEMS, VIDEO_TOKENIZERS, stage_strides
 from .model.pixel_skip import with_pixel_skip
 from .model.reslice import reslice_time
 from .model.transplant import transplant_backbone
@@ -111,6 +111,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="give STREAM's stem spatial stride S, its stages making up the rest so that "
         "its output grid stays (e.g. s3=2: the 224 px stream's first stage at 112 px, "
         "four times its work); fresh models only; repeatable",
+    )  # fmt: skip
+    p.add_argument(
+        "--stream-stem", action="append", default=[], metavar="STREAM=KIND",
+        help="STREAM's stem: conv (the backbone's own) or pool (3x3 convolutions at full "
+        "resolution with 2x2 max-pools, for objects a few pixels wide; StreamConfig.stem); "
+        "fresh models only; repeatable",
+    )  # fmt: skip
+    p.add_argument(
+        "--stream-stem-channels", action="append", default=[], metavar="STREAM=C",
+        help="STREAM's stem width C; fresh models only; repeatable",
     )  # fmt: skip
     p.add_argument(
         "--steps", type=int,
@@ -213,7 +223,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.init is not None:
         given = [
             f"--{n.replace('_', '-')}"
-            for n in ("streams", "zero_init_residual", "stream_stem_stride", *OVERRIDES)
+            for n in (
+                "streams",
+                "zero_init_residual",
+                "stream_stem_stride",
+                "stream_stem",
+                "stream_stem_channels",
+                *OVERRIDES,
+            )  # fmt: skip
             if getattr(args, n)
         ]
         if given:
@@ -231,6 +248,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                           "G", "s1=32")  # fmt: skip
     args.stream_stem_stride = _per_stream(p, "--stream-stem-stride", args.stream_stem_stride,
                                           "S", "s3=2")  # fmt: skip
+    args.stream_stem_channels = _per_stream(p, "--stream-stem-channels",
+                                            args.stream_stem_channels, "C", "s3=16")  # fmt: skip
+    stems: dict[str, str] = {}
+    for item in args.stream_stem:
+        name, sep, kind = item.partition("=")
+        if not sep or kind not in STEMS:
+            p.error(f"--stream-stem {item!r}: expected STREAM=KIND with KIND one of {STEMS}")
+        stems[name] = kind
+    args.stream_stem = stems
     if args.tokenizer is not None and not args.tokenizer.is_file():
         p.error(f"--tokenizer {args.tokenizer}: no such file")
     if args.max_answer_tokens is not None and args.max_answer_tokens < 2:
@@ -498,6 +524,14 @@ def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
         except ValueError as e:
             raise SystemExit(f"--stream-stem-stride {name}={stem}: {e}") from None
         stream["stem_stride"] = stem
+    for flag, key, values in (
+        ("--stream-stem", "stem", args.stream_stem),
+        ("--stream-stem-channels", "stem_channels", args.stream_stem_channels),
+    ):
+        for name, value in values.items():
+            if name not in names:
+                raise SystemExit(f"{flag} {name}={value}: no stream {name!r} in {names}")
+            data["streams"][names.index(name)][key] = value
     try:
         return CoTokConfig.from_dict(data)
     except ValueError as e:

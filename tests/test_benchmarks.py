@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from benchmarks import check, plots, report
+from cotok_edge.model import CoTokConfig
 
 
 def _stages(pre: float, inf: float, post: float) -> dict[str, dict[str, float]]:
@@ -395,6 +396,22 @@ def test_train_step_benchmark_times_steps_in_either_precision(bf16, capsys):
     out = capsys.readouterr().out
     assert (", bf16 autocast" in out) == (bf16 == "on")
     assert "| tiny | 1 x 2 | 1 |" in out
+
+
+def test_train_step_benchmark_times_a_given_config(tmp_path, capsys):
+    from benchmarks import train_step
+
+    cfg = CoTokConfig.preset("tiny")
+    cfg.streams = [s for s in cfg.streams if s.name == "s3"]
+    cfg.streams[0].stem = "pool"
+    cfg.to_json(tmp_path / "config.json")
+    argv = ["--config", str(tmp_path / "config.json"), "--clips", "1", "--questions", "2"]
+    assert train_step.main([*argv, "--steps", "1"]) == 0
+    assert f"| tiny ({tmp_path / 'config.json'}) | 1 x 2 | 1 |" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        train_step.main(["--config", str(tmp_path / "bad.json")])
+    assert f"--config {tmp_path / 'bad.json'}:" in capsys.readouterr().err
 
 
 def test_stream_ceiling_bounds_what_fewer_frames_can_answer():

@@ -160,3 +160,16 @@ def test_a_pixel_skip_model_exports_with_the_same_answers(tmp_path):
     report = parity(model, chain, random_batches(model, count=1, batch_size=2, seed=3))
     assert report.passed and report.answers_identical == 1.0, report.mismatches
     assert report.max_feature_diff < 1e-4
+
+
+def test_a_pool_stem_model_exports_with_the_same_answers(tmp_path):
+    # The pool stem's max-pools (ceil mode) must give ONNX Runtime the grid torch gives.
+    data = CoTokConfig.preset("tiny").to_dict()
+    data["streams"][2].update(stem="pool", stem_channels=16)
+    torch.manual_seed(0)
+    model = CoTokVQA(CoTokConfig.from_dict(data)).eval()
+    export_model(model, tmp_path, target="jetson-orin")
+    chain = OrtChain(tmp_path / "video_encoder.onnx", tmp_path / "question_decoder.onnx", threads=1)
+    report = parity(model, chain, random_batches(model, count=1, batch_size=2, seed=3))
+    assert report.passed and report.answers_identical == 1.0, report.mismatches
+    assert report.max_feature_diff < 1e-4

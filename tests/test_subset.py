@@ -59,3 +59,24 @@ def test_bad_input_is_refused_by_name(synth: Path, tmp_path: Path, capsys) -> No
     assert "--force" in capsys.readouterr().err
     assert main([*base, "--question", QUESTION, "--holdout", "0", "--force"]) == 0
     assert json.loads((out / "val_qa.json").read_text()) == []
+
+
+def test_a_category_keeps_every_wording_of_one_kind_of_question(
+    synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = json.loads((synth / "train_qa.json").read_text())
+    fine_space = [r for r in source if r["category_id"] == 0]
+    assert len({r["question"] for r in fine_space}) > 1  # several colours asked about
+    out = tmp_path / "space"
+    assert main(["--data", str(synth), "--category", "0", "--holdout", "3", "--out", str(out)]) == 0
+    train = json.loads((out / "train_qa.json").read_text())
+    val = json.loads((out / "val_qa.json").read_text())
+    assert train + val == fine_space and len(val) == 3
+    with pytest.raises(SystemExit):
+        main(["--data", str(synth), "--category", "7", "--out", str(tmp_path / "none")])
+    assert "--category 7: no training record has it; category ids: ['0', '1', '2', '3']" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):  # one of the two, not both
+        main(["--data", str(synth), "--category", "0", "--question", QUESTION,
+              "--out", str(tmp_path / "both")])  # fmt: skip

@@ -237,6 +237,30 @@ def test_a_finer_stem_keeps_the_stream_output_grid(synth: Path, tmp_path: Path) 
                     "--stream-stem-stride", "s3=2"])  # fmt: skip
 
 
+def test_stream_stem_kind_and_width_reach_the_saved_config(
+    synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "pool"
+    args = [*COMMON, "--data", str(synth), "--steps", "1", "--cache-dir", str(tmp_path / "c")]
+    flags = ["--stream-stem", "s3=pool", "--stream-stem-channels", "s3=16"]
+    assert train_main([*args, "--out", str(run), *flags]) == 0
+    cfg = CoTokConfig.from_dict(json.loads((run / "model" / "config.json").read_text()))
+    tiny = {s.name: s for s in CoTokConfig.preset("tiny").streams}
+    for s in cfg.streams:
+        want = ("pool", 16) if s.name == "s3" else ("conv", tiny[s.name].stem_channels)
+        assert (s.stem, s.stem_channels) == want
+        assert s.feature_grid == tiny[s.name].feature_grid
+    with pytest.raises(SystemExit, match="--stream-stem s9=pool: no stream 's9'"):
+        train_main([*args, "--out", str(tmp_path / "bad"), "--stream-stem", "s9=pool"])
+    for bad, message in [(["--stream-stem", "s3=patch"], "KIND one of ('conv', 'pool')"),
+                         (["--stream-stem-channels", "s3=x"], "expected STREAM=C")]:  # fmt: skip
+        with pytest.raises(SystemExit):
+            parse_args([*args, "--out", str(tmp_path / "bad"), *bad])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a checkpoint fixes its backbones
+        parse_args([*args, "--out", str(tmp_path / "i"), "--init", str(run / "model"), *flags])
+
+
 def test_question_weights_match_by_regex_first_rule_wins(synth: Path) -> None:
     clips = group_by_clip(load_split("msrvtt-qa", synth, "train"))
     rules = [parse_question_weight("how many|flashes first=3"), parse_question_weight("WHAT=0.5")]
