@@ -40,23 +40,7 @@ PY=${PYTHON:-python3}
 since() { echo $(($(date +%s) - T0)); }
 log() { echo "[$(since) s] $*" | tee -a "$LOG" >&2; }
 
-if [ -d .whl ]; then  # packages the GPU image lacks (PyAV), carried as wheels
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
-fi
-# Training needs no install (run from the repo root); the kernel benchmark does.
-"$PY" -c 'import cotok_edge.kernels' 2>/dev/null ||
-    "$PY" -m pip install -q --no-deps --no-build-isolation -e . >> "$LOG" 2>&1 ||
-    log "pip install -e . failed: the kernel benchmark will not run"
-pin() {  # pin CPUS CMD...: run CMD on those cores where taskset exists
-    local cpus=$1
-    shift
-    if command -v taskset > /dev/null; then taskset -c "$cpus" "$@"; else "$@"; fi
-}
-CUDA=$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')
 CORES=$(nproc)
-log "start: $CORES cores, CUDA $CUDA"
-
 WORK=${WORK:-/tmp/cotok-session}
 DATA="$WORK/synth" CACHE="$WORK/cache" RUNS_DIR="$WORK/runs"
 mkdir -p "$WORK" "$RUNS_DIR"
@@ -100,13 +84,33 @@ data_of() {  # the dataset folder of run $1
 for run in "${NAMES[@]}"; do
     data_of "$run" > /dev/null || { log "run $run: data ${RUN_DATA[$run]}: not main or subset:Q"; exit 1; }
 done
+
+# The runs file is read above, before anything is installed: a mistake in it costs
+# seconds of the lease, not the install's.
+if [ -d .whl ]; then  # packages the GPU image lacks (PyAV), carried as wheels
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
+fi
+# Training needs no install (run from the repo root); the kernel benchmark does.
+"$PY" -c 'import cotok_edge.kernels' 2>/dev/null ||
+    "$PY" -m pip install -q --no-deps --no-build-isolation -e . >> "$LOG" 2>&1 ||
+    log "pip install -e . failed: the kernel benchmark will not run"
+pin() {  # pin CPUS CMD...: run CMD on those cores where taskset exists
+    local cpus=$1
+    shift
+    if command -v taskset > /dev/null; then taskset -c "$cpus" "$@"; else "$@"; fi
+}
+CUDA=$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')
+log "start: $CORES cores, CUDA $CUDA"
 if [ "${SMALL:-0}" != 1 ]; then
-    # The cache takes 2.2 MB a clip (tiny's three streams as uint8) and each subset's clips
-    # again (at most all of them): a disk too small for EXTRA_TRAIN gets fewer clips, not a
-    # decoding that fails half-way.
+    # The cache takes a clip's three streams as uint8 (2.2 MB for the paper's geometry) and
+    # each subset's clips again (at most all of them): a disk too small for EXTRA_TRAIN gets
+    # fewer clips, not a decoding that fails half-way. Only 80% of the free space is planned.
+    CLIP_KB=$("$PY" -c 'from cotok_edge.model.config import CoTokConfig as C
+print(sum(3 * s.frames * s.size**2 for s in C.preset("tiny").streams) // 1024 + 1)')
     SUBSETS=$(for r in "${NAMES[@]}"; do echo "${RUN_DATA[$r]}"; done | sort -u | grep -c '^subset:')
     FREE_MB=$(df -Pm "$WORK" | awk 'NR == 2 {print $4}')
-    FITS=$((FREE_MB * 8 / 10 * 10 / 22 / (1 + SUBSETS) - 1650))
+    FITS=$((FREE_MB * 1024 * 8 / 10 / CLIP_KB / (1 + SUBSETS) - 1650))
     if [ "$FITS" -lt "$EXTRA" ]; then
         [ "$FITS" -lt 0 ] && FITS=0
         log "disk: $FREE_MB MB free: $FITS extra training clips, not $EXTRA"
