@@ -265,6 +265,7 @@ VARIANTS: dict[str, tuple[str, dict, int, float]] = {
     "max": ("max", {}, 1, 1.0),
     "max-plain8-after-set-max": ("max", {"plain": (8, 16, 32), "after": "set-max-plain8"}, 1, 1.0),
     "set-max-plain8": ("set-max", {"plain": (8, 16, 32)}, 1, 1.0),
+    "set-max-poolstem": ("set-max", {"stem": "pool", "stem_channels": 16}, 1, 1.0),
     "attend-plain8-after-set-max": (
         "attend",
         {"plain": (8, 16, 32), "after": "set-max-plain8"},
