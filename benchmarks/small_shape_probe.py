@@ -70,18 +70,20 @@ class Examples:
     cy: np.ndarray
 
 
-def _decode_one(
-    job: tuple[str, int, int],
-) -> tuple[np.ndarray, list[tuple[int, int, float, float]]]:
-    """One clip: its 224 px stream's first frame showing every small object, and the labels."""
+def _labels(seed: int, index: int) -> list[tuple[int, int, float, float]]:
+    """Clip ``index``'s small objects as (colour, shape, cx, cy), redrawn from its seed."""
+    spec = make_clip_spec(np.random.default_rng([seed, index]))
+    return [(COLOR_NAMES.index(o.color), SHAPES.index(o.shape), o.cx, o.cy) for o in spec.small]
+
+
+def _decode_one(job: tuple[str, int, int]) -> np.ndarray:
+    """One clip's 224 px stream: its first frame showing every small object, ``[224, 224, 3]``."""
     path, seed, index = job
     spec = make_clip_spec(np.random.default_rng([seed, index]))
     streams = load_streams(path, streams=[("s3", 8, 224)])
     source = np.round(streams.frame_times["s3"] * FPS).astype(int)
     t = next((j for j, f in enumerate(source) if f not in spec.blink_frames), 0)
-    frame = streams.arrays["s3"][:, t].transpose(1, 2, 0)  # [224, 224, 3]
-    rows = [(COLOR_NAMES.index(o.color), SHAPES.index(o.shape), o.cx, o.cy) for o in spec.small]
-    return frame, rows
+    return streams.arrays["s3"][:, t].transpose(1, 2, 0)
 
 
 def load_examples(data: Path, seed: int, clips: int, cache: Path, workers: int) -> Examples:
@@ -92,31 +94,18 @@ def load_examples(data: Path, seed: int, clips: int, cache: Path, workers: int) 
     jobs = [(str(data / "videos" / f"video{i}.mp4"), seed, i) for i in _train_indices(data, clips)]
     if len(jobs) < clips:
         raise SystemExit(f"--data {data}: {len(jobs)} training clips, --clips asks {clips}")
-    label_rows: list[tuple[int, int, int, float, float]] = []
-    frames = None
-    if cache.exists():
-        frames = np.load(cache, mmap_mode="r")
-        if frames.shape[0] != clips:
-            frames = None
-    with ProcessPoolExecutor(workers) as pool:
-        if frames is None:
-            out = np.zeros((clips, 224, 224, 3), np.uint8)
+    frames = np.load(cache, mmap_mode="r") if cache.exists() else None
+    if frames is None or frames.shape[0] != clips:
+        frames = np.zeros((clips, 224, 224, 3), np.uint8)
+        with ProcessPoolExecutor(workers) as pool:
             done = pool.map(_decode_one, jobs, chunksize=16)
-            for i, (frame, rows) in enumerate(tqdm(done, total=clips, desc="decode")):
-                out[i] = frame
-                label_rows += [(i, *r) for r in rows]
-            tmp = cache.with_suffix(".tmp.npy")
-            np.save(tmp, out)
-            tmp.rename(cache)
-            frames = out
-        else:
-            for i, (_, seed_, index) in enumerate(jobs):
-                spec = make_clip_spec(np.random.default_rng([seed_, index]))
-                label_rows += [
-                    (i, COLOR_NAMES.index(o.color), SHAPES.index(o.shape), o.cx, o.cy)
-                    for o in spec.small
-                ]
-    arr = np.array(label_rows, dtype=np.float64)
+            for i, frame in enumerate(tqdm(done, total=clips, desc="decode")):
+                frames[i] = frame
+        tmp = cache.with_suffix(".tmp.npy")
+        np.save(tmp, frames)
+        tmp.rename(cache)
+    rows = [(i, *r) for i, (_, s, index) in enumerate(jobs) for r in _labels(s, index)]
+    arr = np.array(rows, dtype=np.float64)
     return Examples(
         np.asarray(frames),
         arr[:, 0].astype(np.int64),

@@ -508,10 +508,6 @@ def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
         data["text"]["max_answer_tokens"] = args.max_answer_tokens
     data["pixel_skip"] = args.pixel_skip or data["pixel_skip"]
     names = [s["name"] for s in data["streams"]]
-    for name, groups in args.stream_time_groups.items():
-        if name not in names:
-            raise SystemExit(f"--stream-time-groups {name}={groups}: no stream {name!r} in {names}")
-        data["streams"][names.index(name)]["time_groups"] = groups
     for name, stem in args.stream_stem_stride.items():
         if name not in names:
             raise SystemExit(f"--stream-stem-stride {name}={stem}: no stream {name!r} in {names}")
@@ -525,6 +521,7 @@ def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
             raise SystemExit(f"--stream-stem-stride {name}={stem}: {e}") from None
         stream["stem_stride"] = stem
     for flag, key, values in (
+        ("--stream-time-groups", "time_groups", args.stream_time_groups),
         ("--stream-stem", "stem", args.stream_stem),
         ("--stream-stem-channels", "stem_channels", args.stream_stem_channels),
     ):
