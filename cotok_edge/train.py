@@ -48,7 +48,8 @@ from .data.text import (
 from .data.video import StreamSpec
 from .evaluate import evaluate_clips
 from .model import CoTokConfig, CoTokVQA
-from .model.config import PRESETS, STEMS, VIDEO_TOKENIZERS, stage_strides
+from .model.config import PRESETS, STEMS, TOKEN_POOLS, VIDEO_TOKENIZERS, stage_strides
+from .model.max_tokens import with_max_tokens
 from .model.pixel_skip import with_pixel_skip
 from .model.reslice import reslice_time
 from .model.transplant import transplant_backbone
@@ -80,6 +81,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "architecture (e.g. s1=runs/count/model); repeatable",
     )  # fmt: skip
     p.add_argument(
+        "--init-backbone-projection", action="store_true",
+        help="with --init-backbone: take each such stream's projection W_v from the same "
+        "checkpoint too (trained on those features; it needs the same pixel_skip)",
+    )  # fmt: skip
+    p.add_argument(
         "--freeze-backbone", action="append", default=[], metavar="STREAM",
         help="train everything but STREAM's backbone (fixed weights and BatchNorm statistics; "
         "no backward through it), e.g. a new fusion on trained features; 'all' for every "
@@ -107,10 +113,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "output (cotok_edge.model.pixel_skip)",
     )  # fmt: skip
     p.add_argument(
+        "--max-tokens", action="store_true",
+        help="add per stream and time slice a max-pooled token (CoTokConfig.max_tokens); "
+        "with --init the checkpoint's weights carry over (cotok_edge.model.max_tokens)",
+    )  # fmt: skip
+    p.add_argument(
         "--stream-stem-stride", action="append", default=[], metavar="STREAM=S",
         help="give STREAM's stem spatial stride S, its stages making up the rest so that "
         "its output grid stays (e.g. s3=2: the 224 px stream's first stage at 112 px, "
         "four times its work); fresh models only; repeatable",
+    )  # fmt: skip
+    p.add_argument(
+        "--stream-token-pool", action="append", default=[], metavar="STREAM=POOL",
+        help="how STREAM's TokenLearner pools: softmax (V1.1) or max (sigmoid gates, the max "
+        "over the gated positions; StreamConfig.token_pool); with --init the weights carry "
+        "over; repeatable",
     )  # fmt: skip
     p.add_argument(
         "--stream-stem", action="append", default=[], metavar="STREAM=KIND",
@@ -235,6 +252,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ]
         if given:
             p.error(f"--init {args.init}: the checkpoint fixes the model; drop {', '.join(given)}")
+    if args.init_backbone_projection and not args.init_backbone:
+        p.error("--init-backbone-projection needs --init-backbone STREAM=CHECKPOINT")
     backbones: dict[str, Path] = {}
     for item in args.init_backbone:
         stream, sep, folder = item.partition("=")
@@ -257,6 +276,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--stream-stem {item!r}: expected STREAM=KIND with KIND one of {STEMS}")
         stems[name] = kind
     args.stream_stem = stems
+    pools: dict[str, str] = {}
+    for item in args.stream_token_pool:
+        name, sep, pool = item.partition("=")
+        if not sep or pool not in TOKEN_POOLS:
+            p.error(
+                f"--stream-token-pool {item!r}: expected STREAM=POOL, POOL one of {TOKEN_POOLS}"
+            )
+        pools[name] = pool
+    args.stream_token_pool = pools
     if args.tokenizer is not None and not args.tokenizer.is_file():
         p.error(f"--tokenizer {args.tokenizer}: no such file")
     if args.max_answer_tokens is not None and args.max_answer_tokens < 2:
@@ -507,6 +535,7 @@ def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
     if args.max_answer_tokens is not None:
         data["text"]["max_answer_tokens"] = args.max_answer_tokens
     data["pixel_skip"] = args.pixel_skip or data["pixel_skip"]
+    data["max_tokens"] = args.max_tokens or data["max_tokens"]
     names = [s["name"] for s in data["streams"]]
     for name, stem in args.stream_stem_stride.items():
         if name not in names:
@@ -524,6 +553,7 @@ def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
         ("--stream-time-groups", "time_groups", args.stream_time_groups),
         ("--stream-stem", "stem", args.stream_stem),
         ("--stream-stem-channels", "stem_channels", args.stream_stem_channels),
+        ("--stream-token-pool", "token_pool", args.stream_token_pool),
     ):
         for name, value in values.items():
             if name not in names:
@@ -535,9 +565,15 @@ def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
         raise SystemExit(f"--preset {args.preset} with the given overrides: {e}") from e
 
 
-def _set_answer_length(cfg: CoTokConfig, args: argparse.Namespace) -> None:
+def _edit_loaded_config(cfg: CoTokConfig, args: argparse.Namespace) -> None:
+    """What ``--init`` may change: fields no weight's shape depends on."""
     if args.max_answer_tokens is not None:
         cfg.text.max_answer_tokens = args.max_answer_tokens
+    names = [s.name for s in cfg.streams]
+    for name, pool in args.stream_token_pool.items():
+        if name not in names:
+            raise SystemExit(f"--stream-token-pool {name}={pool}: no stream {name!r} in {names}")
+        cfg.streams[names.index(name)].token_pool = pool
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -569,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.init is not None:
         model = CoTokVQA.from_pretrained(
-            args.init, edit_config=lambda cfg: _set_answer_length(cfg, args)
+            args.init, edit_config=lambda cfg: _edit_loaded_config(cfg, args)
         )
         if args.stream_time_groups:
             try:
@@ -578,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"--stream-time-groups: {e}") from None
         if args.pixel_skip and not model.config.pixel_skip:
             model = with_pixel_skip(model)
+        if args.max_tokens and not model.config.max_tokens:
+            model = with_max_tokens(model)
         if model.config.text.vocab_size < tokenizer.get_vocab_size():
             raise SystemExit(f"--init {args.init}: its vocabulary is smaller than the tokenizer's")
     else:
@@ -587,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
                 backbone.zero_init_residual()
     for stream, folder in args.init_backbone.items():
         try:
-            transplant_backbone(model, stream, folder)
+            transplant_backbone(model, stream, folder, args.init_backbone_projection)
         except ValueError as e:
             raise SystemExit(f"--init-backbone: {e}") from None
     frozen = model.stream_names if "all" in args.freeze_backbone else args.freeze_backbone

@@ -484,3 +484,141 @@ def test_pixel_skip_hands_each_cell_its_mean_colour(tiny: CoTokVQA) -> None:
         diff = (skip.stream_features("s1", lit) - skip.stream_features("s1", frames))[:, -3:]
     changed = diff.abs().amax((0, 1)).nonzero().tolist()
     assert changed == [[5, 0, 0]]
+
+
+def _max_token_model() -> CoTokVQA:
+    data = CoTokConfig.preset("tiny").to_dict()
+    data["max_tokens"] = True
+    torch.manual_seed(0)
+    return CoTokVQA(CoTokConfig.from_dict(data)).eval()
+
+
+def test_max_tokens_hold_each_slices_max_at_full_strength() -> None:
+    model = _max_token_model()
+    cfg, cot = model.config, model.cotokenizer
+    groups = [cfg.time_groups_of(n) for n in model.stream_names]
+    assert cfg.max_video_tokens() == sum(groups)
+    learnt = sum(cfg.video_tokens(n) for n in model.stream_names)
+    assert cot.video_pos.shape == (learnt + sum(groups), cfg.dim)
+    _check_outputs(model, batch=2)
+    torch.manual_seed(1)
+    video = {s.name: torch.randn(2, math.prod(s.feature_grid), cfg.dim) for s in cfg.streams}
+    base = cot.max_tokens(video, batch=2)
+    assert base.shape == (2, sum(groups), cfg.dim)
+    # One position of one slice of s3 lights up: its slice's token carries the value as is
+    # (a mean over the slice's 196 positions would carry 1/196th of it), no other token moves.
+    n3 = video["s3"].shape[1] // groups[2]
+    spiked = {k: v.clone() for k, v in video.items()}
+    spiked["s3"][1, 5 * n3 + 17, 3] = 100.0
+    changed = (cot.max_tokens(spiked, batch=2) != base).nonzero().tolist()
+    slot = groups[0] + groups[1] + 5
+    assert changed == [[1, slot, 3]]
+    assert cot.max_tokens(spiked, batch=2)[1, slot, 3] == 100.0
+    # Per clip (C rows) for B = 2C questions: each clip's tokens serve its consecutive questions.
+    torch.testing.assert_close(cot.max_tokens(video, batch=4), base.repeat_interleave(2, 0))
+
+
+def test_max_tokens_on_the_shared_clip_path_match_separate_clips() -> None:
+    model = _max_token_model()
+    clips = model.example_inputs(2)
+    ids = torch.cat([clips["question_ids"], clips["question_ids"].flip(1)])
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    index = torch.tensor([0, 0, 1, 1])  # consecutive: the TokenLearner's shared path
+    streams = {n: clips[n] for n in model.stream_names}
+    with torch.no_grad():
+        shared = model(question_ids=ids, question_mask=mask, clip_index=index, **streams)
+        separate = model(
+            question_ids=ids, question_mask=mask, **{n: v[index] for n, v in streams.items()}
+        )
+    torch.testing.assert_close(shared.logits, separate.logits)
+
+
+def test_max_tokens_need_time_slices() -> None:
+    data = CoTokConfig.preset("tiny").to_dict()
+    data.update(max_tokens=True, video_tokenizer="all")
+    with pytest.raises(ValueError, match="max_tokens: needs time slices"):
+        CoTokConfig.from_dict(data)
+    data["video_tokenizer"] = "mean"  # the control: its slice means and the maxes
+    cfg = CoTokConfig.from_dict(data)
+    assert CoTokConfig.from_json(cfg.to_json()) == cfg
+    _check_outputs(CoTokVQA(cfg).eval(), batch=1)
+
+
+def test_with_max_tokens_keeps_every_weight_and_reslices(tiny: CoTokVQA) -> None:
+    from cotok_edge.model.max_tokens import with_max_tokens
+    from cotok_edge.model.reslice import reslice_time
+
+    new = with_max_tokens(tiny)
+    assert new.config.max_tokens and not tiny.config.max_tokens
+    old_w, new_w = tiny.state_dict(), new.state_dict()
+    for k in old_w:
+        if k != "cotokenizer.video_pos":
+            assert torch.equal(old_w[k], new_w[k]), k
+    old_pos, new_pos = old_w["cotokenizer.video_pos"], new_w["cotokenizer.video_pos"]
+    rows = old_pos.shape[0]
+    assert new_pos.shape[0] == rows + new.config.max_video_tokens()
+    assert torch.equal(new_pos[:rows], old_pos)
+    with pytest.raises(ValueError, match="has max tokens already"):
+        with_max_tokens(new)
+    # Re-slicing s1 into 32 slices: each frame's max token slot copies its old slice's.
+    cut = reslice_time(new, {"s1": 32})
+    pos = cut.state_dict()["cotokenizer.video_pos"]
+    learnt = sum(cut.config.video_tokens(n) for n in cut.stream_names)
+    g_old = tiny.config.time_groups_of("s1")
+    for frame in range(32):
+        assert torch.equal(pos[learnt + frame], new_pos[rows + frame // (32 // g_old)])
+    assert torch.equal(pos[learnt + 32 :], new_pos[rows + g_old :])
+
+
+def test_max_pool_tokenlearner_gates_and_takes_the_max() -> None:
+    from cotok_edge.model.tokenlearner import TokenLearner, tokenlearner_logits
+
+    torch.manual_seed(0)
+    tl = TokenLearner(16, 2, 8, 16, pool="max").eval()
+    x, cond = torch.randn(3, 10, 16), torch.randn(3, 16)
+    z, a = tl(x, cond, return_maps=True)
+    gates = torch.sigmoid(tokenlearner_logits(x, tl.cond_proj(cond), tl.weights()))
+    torch.testing.assert_close(a, gates)
+    for b in range(3):
+        for s in range(2):
+            want = torch.stack([gates[b, s, n] * x[b, n] for n in range(10)]).amax(0)
+            torch.testing.assert_close(z[b, s], want)
+    # One strong position shows in every token at its gate's strength, not at a 1/N share.
+    spiked = x.clone()
+    spiked[1, 4, 7] = 1e3
+    z2, a2 = tl(spiked, cond, return_maps=True)
+    torch.testing.assert_close(z2[1, :, 7], 1e3 * a2[1, :, 4])
+    # The per-clip path for Q questions gives the same tokens as one call per question.
+    xs = x[:1].reshape(1, 2, 5, 16)  # one clip, 2 time slices of 5 positions
+    shared, _ = tl.pool_questions(xs, tl.clip_hidden(xs), cond[None])  # [1, 3, 2, S, 16]
+    for q in range(3):
+        for g in range(2):
+            single, _ = tl(xs[:, g], cond[q : q + 1])
+            torch.testing.assert_close(shared[0, q, g], single[0])
+    with pytest.raises(ValueError, match="pool 'mean' is not"):
+        TokenLearner(16, 2, pool="mean")
+
+
+def test_a_max_pool_stream_config_round_trips_and_matches_on_the_shared_path() -> None:
+    data = CoTokConfig.preset("tiny").to_dict()
+    data["streams"][2]["token_pool"] = "max"
+    cfg = CoTokConfig.from_dict(data)
+    assert CoTokConfig.from_json(cfg.to_json()) == cfg
+    torch.manual_seed(0)
+    model = CoTokVQA(cfg).eval()
+    assert model.cotokenizer.tokenlearners["s3"].pool == "max"
+    assert model.cotokenizer.tokenlearners["s1"].pool == "softmax"
+    clips = model.example_inputs(2)
+    ids = torch.cat([clips["question_ids"], clips["question_ids"].flip(1)])
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    index = torch.tensor([0, 0, 1, 1])
+    streams = {n: clips[n] for n in model.stream_names}
+    with torch.no_grad():
+        shared = model(question_ids=ids, question_mask=mask, clip_index=index, **streams)
+        separate = model(
+            question_ids=ids, question_mask=mask, **{n: v[index] for n, v in streams.items()}
+        )
+    torch.testing.assert_close(shared.logits, separate.logits)
+    data["streams"][2]["token_pool"] = "mean"
+    with pytest.raises(ValueError, match="stream 's3': token_pool 'mean' is not one of"):
+        CoTokConfig.from_dict(data)

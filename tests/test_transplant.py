@@ -83,3 +83,32 @@ def test_a_backbone_built_otherwise_with_the_same_output_is_adopted(tmp_path: Pa
         feats = model.encode_video(streams)
         for name, x in again.encode_video(streams).items():
             torch.testing.assert_close(x, feats[name])
+
+
+def test_the_projection_goes_along_when_asked(donor: tuple[CoTokVQA, Path], tmp_path: Path) -> None:
+    source, folder = donor
+    model = _model(0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    copied = transplant_backbone(model, "s2", folder, projection=True)
+    after, theirs = model.state_dict(), source.state_dict()
+    moved = [k for k in after if k.startswith(("backbones.s2.", "cotokenizer.video_proj.s2."))]
+    assert copied == len(moved) and "cotokenizer.video_proj.s2.weight" in moved
+    for k in after:
+        assert torch.equal(after[k], theirs[k] if k in moved else before[k]), k
+    # A projection of another input width (pooled pixels on one side only) is refused.
+    data = CoTokConfig.preset("tiny").to_dict()
+    data["pixel_skip"] = True
+    torch.manual_seed(2)
+    CoTokVQA(CoTokConfig.from_dict(data)).save_pretrained(tmp_path / "skip")
+    with pytest.raises(ValueError, match=r"pixel_skip there True, here False"):
+        transplant_backbone(_model(0), "s2", tmp_path / "skip", projection=True)
+
+
+def test_the_receiver_keeps_its_token_pooling(donor: tuple[CoTokVQA, Path]) -> None:
+    _, folder = donor
+    data = CoTokConfig.preset("tiny").to_dict()
+    data["streams"][2]["token_pool"] = "max"
+    torch.manual_seed(0)
+    model = CoTokVQA(CoTokConfig.from_dict(data))
+    transplant_backbone(model, "s3", folder)
+    assert model.config.streams[2].token_pool == "max"

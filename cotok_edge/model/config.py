@@ -21,6 +21,7 @@ from typing import Any
 
 BACKBONES = ("r2plus1d", "resnet3d", "x3d")
 STEMS = ("conv", "pool")
+TOKEN_POOLS = ("softmax", "max")
 VIDEO_TOKENIZERS = ("tokenlearner", "mean", "all")
 # Channels ``pixel_skip`` adds to each stream's features: the pooled RGB.
 PIXEL_SKIP_CHANNELS = 3
@@ -57,6 +58,16 @@ class StreamConfig:
         object's shape from the feature of the grid cell that holds it, stays
         at chance with that stem and reaches 69% with this one
         (``benchmarks/small_shape_probe.py``, RESULTS.md stop 13).
+
+    token_pool:
+        how this stream's TokenLearner pools (see ``model.tokenlearner``):
+        ``softmax`` (TokenLearner V1.1: a softmax map over the slice's positions,
+        the token its weighted average; the fused kernels and the TensorRT
+        plugin) or ``max`` (a sigmoid gate per position, the token the max over
+        the gated positions: a 12-pixel object counts at full strength before
+        the map has found it, and the map learns at the cell the max picked;
+        stop 14's probe: 70.6% after 250 steps where the softmax map stays at
+        chance). Reference implementation only.
     """
 
     name: str
@@ -72,6 +83,7 @@ class StreamConfig:
     expansion: float = 4.0
     time_groups: int | None = None
     stem: str = "conv"
+    token_pool: str = "softmax"
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -91,6 +103,10 @@ class StreamConfig:
             )
         if self.stem not in STEMS:
             raise ValueError(f"stream {self.name!r}: stem {self.stem!r} is not one of {STEMS}")
+        if self.token_pool not in TOKEN_POOLS:
+            raise ValueError(
+                f"stream {self.name!r}: token_pool {self.token_pool!r} is not one of {TOKEN_POOLS}"
+            )
         s = self.stem_stride
         if self.stem == "pool" and (s < 2 or s & (s - 1)):
             raise ValueError(
@@ -169,6 +185,15 @@ class CoTokConfig:
             narrow backbone need not keep (the trained ``tiny`` 64 px stream,
             8 stem channels, keeps little of the colour of a one-frame flash:
             benchmarks/RESULTS.md, stop 11).
+        max_tokens: each time slice of each stream also gives one token, the
+            channel-wise max of its projected features over the slice's
+            positions: blind to the question and the same at every step,
+            appended after the TokenLearner tokens (``G`` more per stream). A
+            softmax-weighted average sees a 12-pixel object at its share of
+            the ~200 positions of a slice until its map has found it; a max
+            sees it at full strength wherever it is (stop 13's probe: a
+            caption-like objective learnt colour-shape pairs through a max
+            over the grid and not through a mean).
         mean, std: per-channel RGB normalisation applied inside the model.
     """
 
@@ -183,6 +208,7 @@ class CoTokConfig:
     tokenlearner_hidden: int = 64
     video_tokenizer: str = "tokenlearner"
     pixel_skip: bool = False
+    max_tokens: bool = False
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
     name: str = "custom"
@@ -203,6 +229,10 @@ class CoTokConfig:
             raise ValueError(
                 f"CoTokConfig.video_tokenizer: {self.video_tokenizer!r} is not one of "
                 f"{VIDEO_TOKENIZERS}"
+            )
+        if self.max_tokens and self.video_tokenizer == "all":
+            raise ValueError(
+                "CoTokConfig.max_tokens: needs time slices; video_tokenizer='all' has none"
             )
         if self.dim % self.heads or self.text.dim % self.text.heads:
             raise ValueError("CoTokConfig: dim and text.dim must be divisible by their heads")
@@ -233,6 +263,10 @@ class CoTokConfig:
         """Tokens one stream gives per co-tokenization step: S * G (``mean``: G)."""
         g = self.time_groups_of(stream)
         return g if self.video_tokenizer == "mean" else self.tokens_per_stream * g
+
+    def max_video_tokens(self) -> int:
+        """Max tokens per co-tokenization step, all streams: one per time slice (0 if off)."""
+        return sum(self.time_groups_of(s.name) for s in self.streams) if self.max_tokens else 0
 
     # JSON round trip -----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -5,10 +5,12 @@ stream since every backbone has its own width) and the question tokens
 (``W_t``) to one width d. Then for k = 1..K::
 
     z_s = TokenLearner_s(V_s | c_{k-1})          [B, G*S, d] per stream
-    X_k = Layer_k([z_1; z_2; z_3; Q_{k-1}])       Q_k = question part of X_k
+    X_k = Layer_k([z_1; z_2; z_3; m; Q_{k-1}])    Q_k = question part of X_k
     c_k = mean(X_k)
 
-with ``c_0`` the masked mean of the projected question. Every step tokenizes
+with ``c_0`` the masked mean of the projected question and ``m`` the max tokens
+(``CoTokConfig.max_tokens``; none by default): per stream and time slice, the
+channel-wise max over its positions. Every step tokenizes
 the full stream features again, so each step can look somewhere else given
 what the previous layer made of video and question together. With
 ``time_groups`` G > 1 each stream's time axis is cut into G slices, and the
@@ -85,7 +87,9 @@ class CoTokenizer(nn.Module):
         if cfg.video_tokenizer == "tokenlearner":
             self.tokenlearners = nn.ModuleDict(
                 {
-                    s.name: TokenLearner(d, cfg.tokens_per_stream, cfg.tokenlearner_hidden, d)
+                    s.name: TokenLearner(
+                        d, cfg.tokens_per_stream, cfg.tokenlearner_hidden, d, s.token_pool
+                    )
                     for s in cfg.streams
                 }
             )
@@ -93,6 +97,7 @@ class CoTokenizer(nn.Module):
             num_video = sum(_positions(s.feature_grid) for s in cfg.streams)
         else:
             num_video = sum(cfg.video_tokens(s.name) for s in cfg.streams)
+            num_video += cfg.max_video_tokens()
         # Tells the layers which stream and slot a token came from; attention alone cannot.
         self.video_pos = nn.Parameter(torch.randn(num_video, d) * 0.02)
         self.layers = nn.ModuleList(
@@ -134,6 +139,15 @@ class CoTokenizer(nn.Module):
         """Stream ``name``'s ``[C, N, d]``, N in (T, H, W) order -> ``[C, G, N/G, d]``: G slices."""
         g = self.cfg.time_groups_of(name)
         return x.reshape(x.shape[0], g, x.shape[1] // g, x.shape[2])
+
+    def max_tokens(self, video: dict[str, Tensor], batch: int) -> Tensor:
+        """``[B, sum of G_s, d]``: per stream and time slice, the max over its positions.
+
+        ``video``: ``{stream: [C, N_s, d]}``; with C < B (one row per clip) each
+        clip's tokens serve its B/C consecutive questions.
+        """
+        m = torch.cat([self.time_slices(n, video[n]).amax(2) for n in self.stream_names], 1)
+        return m.repeat_interleave(batch // m.shape[0], dim=0) if m.shape[0] != batch else m
 
     def _stream_tokens(
         self, name: str, x: Tensor, cond: Tensor, hidden: Tensor | None, return_maps: bool
@@ -187,10 +201,14 @@ class CoTokenizer(nn.Module):
                 parts.append(z)
                 if maps is not None:
                     maps[name] = a
+            if self.cfg.max_tokens:
+                parts.append(self.max_tokens(video, state.cond.shape[0]))
             v = torch.cat(parts, dim=1) + self.video_pos
         elif self.cfg.video_tokenizer == "mean":
-            means = [self.time_slices(n, video[n]).mean(2) for n in self.stream_names]
-            v = torch.cat(means, dim=1) + self.video_pos  # [B, G * streams, d]
+            parts = [self.time_slices(n, video[n]).mean(2) for n in self.stream_names]
+            if self.cfg.max_tokens:
+                parts.append(self.max_tokens(video, state.cond.shape[0]))
+            v = torch.cat(parts, dim=1) + self.video_pos  # [B, G * streams (+ max), d]
         elif k == 0:
             v = torch.cat([video[name] for name in self.stream_names], dim=1) + self.video_pos
         else:  # "all": the layers carry the video tokens from step to step

@@ -2,10 +2,10 @@
 
 Nothing the TokenLearner or the transformer layers learn depends on G (a
 slice is only a reshape of the batch); only ``video_pos`` (one row per video
-token slot) has G * S rows per stream. A new slot takes the row of the old
-slice that holds the new slice's first time step, so a model trained with 8
-slices of a 32-frame stream starts per-frame training (32 slices) with each
-frame's tokens where its old slice's were.
+token slot) has G * S rows per stream, and G more with max tokens. A new slot
+takes the row of the old slice that holds the new slice's first time step, so a
+model trained with 8 slices of a 32-frame stream starts per-frame training (32
+slices) with each frame's tokens where its old slice's were.
 """
 
 from __future__ import annotations
@@ -45,6 +45,12 @@ def reslice_time(model: CoTokVQA, groups: dict[str, int]) -> CoTokVQA:
             i = (j * (t // g_new)) // (t // g_old)  # the old slice holding new slice j's start
             rows.extend(offset + i * per_slice + k for k in range(per_slice))
         offset += g_old * per_slice
+    if cfg.max_tokens:  # one max token per slice, after every stream's TokenLearner tokens
+        for s in cfg.streams:
+            g_old, g_new = old.time_groups_of(s.name), cfg.time_groups_of(s.name)
+            t = s.feature_grid[0]
+            rows.extend(offset + (j * (t // g_new)) // (t // g_old) for j in range(g_new))
+            offset += g_old
     state["cotokenizer.video_pos"] = old_pos[rows].clone()
     new.load_state_dict(state)
     return new.train(model.training)

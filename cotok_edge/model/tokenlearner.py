@@ -16,6 +16,14 @@ questions about each clip over K steps, so :meth:`TokenLearner.clip_hidden`
 computes the clip part once and :meth:`TokenLearner.pool_questions` adds each
 question's part (the same numbers as the reference, 4-17x cheaper per step).
 
+With ``pool="max"`` (``StreamConfig.token_pool``) the maps are sigmoid gates
+instead of a softmax and each token is the channel-wise max over the gated
+positions, ``z[s, c] = max_n a[s, n] x[n, c]`` (:func:`tokenlearner_max`): a
+softmax average gives a 12-pixel object its share of the positions until the map
+has found it, and the map gets its gradient at every position in proportion to
+that share; the max sees the object at full strength from the start and sends the
+map's gradient to the position it picked. No fused kernel implements it.
+
 ``tokenlearner_reference`` is the functional definition that every fused kernel
 (``cotok_edge.kernels``) must match. ``TokenLearner`` holds the parameters and
 dispatches to a fused implementation when one is registered and applicable.
@@ -79,6 +87,18 @@ def tokenlearner_reference(
     return z, (a if return_maps else None)
 
 
+def tokenlearner_max(
+    x: Tensor, cond_bias: Tensor | None, w: TokenLearnerWeights, return_maps: bool = False
+) -> tuple[Tensor, Tensor | None]:
+    """The max-pooling TokenLearner: ``z [B, S, C]`` and, if asked, gates ``a [B, S, N]``.
+
+    ``a = sigmoid(logits)`` (each in (0, 1), no sum over N), ``z = max_n a[:, :, n] x[:, n]``.
+    """
+    a = torch.sigmoid(tokenlearner_logits(x, cond_bias, w).float()).to(x.dtype)  # [B, S, N]
+    z = (a.unsqueeze(-1) * x.unsqueeze(1)).amax(2)  # [B, S, N, C] -> [B, S, C]
+    return z, (a if return_maps else None)
+
+
 # A fused implementation takes the same arguments as the reference and returns
 # z (it is only called when maps are not asked for). ``applies`` says whether
 # it can run on the given input (device, dtype, shape).
@@ -132,10 +152,22 @@ class TokenLearner(nn.Module):
         hidden: MLP hidden width (64 in V1.1).
         cond_dim: width of the conditioning vector ``c``; it is projected to
             ``dim`` and added to every normalised position.
+        pool: ``softmax`` (V1.1, fused kernels where registered) or ``max``
+            (:func:`tokenlearner_max`).
     """
 
-    def __init__(self, dim: int, num_tokens: int, hidden: int = 64, cond_dim: int | None = None):
+    def __init__(
+        self,
+        dim: int,
+        num_tokens: int,
+        hidden: int = 64,
+        cond_dim: int | None = None,
+        pool: str = "softmax",
+    ):
         super().__init__()
+        if pool not in ("softmax", "max"):
+            raise ValueError(f"TokenLearner: pool {pool!r} is not 'softmax' or 'max'")
+        self.pool = pool
         self.cond_proj = nn.Linear(cond_dim or dim, dim)
         self.norm = nn.LayerNorm(dim, eps=LN_EPS)
         self.fc1 = nn.Linear(dim, hidden)
@@ -152,6 +184,8 @@ class TokenLearner(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """``x [B, N, C]``, ``cond [B, cond_dim]`` -> ``z [B, S, C]``, maps ``[B, S, N]``/None."""
         cond_bias = None if cond is None else self.cond_proj(cond)
+        if self.pool == "max":
+            return tokenlearner_max(x, cond_bias, self.weights(), return_maps)
         return tokenlearner(x, cond_bias, self.weights(), return_maps)
 
     def clip_hidden(self, x: Tensor) -> Tensor:
@@ -177,6 +211,10 @@ class TokenLearner(nn.Module):
         q_hidden = F.linear(self.cond_proj(cond), self.fc1.weight)  # [C, Q, hidden]
         h = F.gelu(hidden[:, None] + q_hidden[:, :, None, None, :])  # [C, Q, G, n, hidden]
         logits = self.fc2(h).transpose(-1, -2)  # [C, Q, G, S, n]
+        if self.pool == "max":
+            a = torch.sigmoid(logits.float()).to(x.dtype)
+            z = (a.unsqueeze(-1) * x[:, None, :, None]).amax(-2)  # [C, Q, G, S, n, dim] -> max n
+            return z, (a if return_maps else None)
         a = torch.softmax(logits.float(), dim=-1).to(x.dtype)
         s = a.shape[3]
         # One matmul per (clip, slice) over all its questions' maps: x is never copied.

@@ -13,7 +13,7 @@ backbones.
 The donor's backbone may be built differently (another stem, other widths inside) as long
 as it takes the same input and gives what the receiving model reads: the same frames and
 size in, the same width and feature grid out. The model then adopts the donor's backbone
-configuration for that stream (its time slicing stays its own).
+configuration for that stream (its time slicing and token pooling stay its own).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def _interface(s: StreamConfig) -> tuple:
     return s.frames, s.size, s.out_channels, s.feature_grid
 
 
-def transplant_backbone(model: CoTokVQA, stream: str, source: str | Path) -> int:
+def transplant_backbone(
+    model: CoTokVQA, stream: str, source: str | Path, projection: bool = False
+) -> int:
     """Replace ``model``'s backbone of ``stream`` by the one in checkpoint ``source``.
 
     Args:
@@ -39,14 +41,18 @@ def transplant_backbone(model: CoTokVQA, stream: str, source: str | Path) -> int
         stream: a stream name of both models (``s1``, ``s2``, ``s3``).
         source: a checkpoint folder (``config.json`` + ``model.safetensors``), read with
             safetensors (nothing is unpickled).
+        projection: take the donor's projection of that stream (``W_v``,
+            ``cotokenizer.video_proj.<stream>``) too: the linear map trained to read
+            the donor's features, where the receiver's was trained on its old ones.
 
     Returns:
         The number of tensors copied.
 
     Raises:
         ValueError: ``stream`` is not in one of the models, the two backbones differ in
-            input or output (frames, size, width, grid), or ``source`` is not a readable
-            checkpoint.
+            input or output (frames, size, width, grid), the projections differ in shape
+            (one model has ``pixel_skip``, the other not; or another width d), or
+            ``source`` is not a readable checkpoint.
     """
     src = Path(source)
     try:  # the loader's own checks: files present, config valid, weights matching it
@@ -65,7 +71,15 @@ def transplant_backbone(model: CoTokVQA, stream: str, source: str | Path) -> int
             f"backbone {stream!r} from {src}: its input or output differs from this model's "
             f"(frames, size, width, grid {_interface(given)} against {_interface(mine)})"
         )
-    adopted = dataclasses.replace(given, time_groups=mine.time_groups)
+    donor_proj = donor.cotokenizer.video_proj[stream].state_dict()
+    ours_proj = model.cotokenizer.video_proj[stream]
+    if projection and donor_proj["weight"].shape != ours_proj.weight.shape:
+        raise ValueError(
+            f"projection {stream!r} from {src}: shape {tuple(donor_proj['weight'].shape)} "
+            f"against this model's {tuple(ours_proj.weight.shape)} (pixel_skip there "
+            f"{donor.config.pixel_skip}, here {model.config.pixel_skip})"
+        )
+    adopted = dataclasses.replace(given, time_groups=mine.time_groups, token_pool=mine.token_pool)
     if adopted != mine:
         old = model.backbones[stream]
         ref = next(old.parameters())
@@ -75,4 +89,7 @@ def transplant_backbone(model: CoTokVQA, stream: str, source: str | Path) -> int
         )
     weights = donor.backbones[stream].state_dict()
     model.backbones[stream].load_state_dict(weights)
+    if projection:
+        ours_proj.load_state_dict(donor_proj)
+        return len(weights) + len(donor_proj)
     return len(weights)
