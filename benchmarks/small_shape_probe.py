@@ -19,6 +19,14 @@ part:
   grid (as the model does: ``MLP(LN(x) + b(colour))``, softmax over the
   positions, one token): the real problem.
 - ``attend-...``: the same with one change (see ``VARIANTS``).
+- ``set-max``: no question; every (colour, shape) pair of the frame as yes/no
+  targets, the way a caption lists the objects, through a max over the grid.
+- ``attend-max``: the conditioned map as sigmoid gates, the token the max over
+  the gated cells (``StreamConfig.token_pool = "max"``).
+
+``--save-backbone DIR`` writes a variant's trained backbone (and projection) as a
+tiny checkpoint for ``train --init-backbone s3=DIR``; ``--init-backbone DIR``
+starts a variant from one, e.g. the question's read after ``set-max-pool8``.
 
     python -m benchmarks.small_shape_probe --data data/synth6k --variants crop cell attend \
         --steps 1500 --out benchmarks/small_shape_probe.json
@@ -49,6 +57,7 @@ from cotok_edge.data.synthetic import COLORS, FPS, SHAPES, make_clip_spec
 from cotok_edge.data.video import load_streams
 from cotok_edge.model.config import PIXEL_SKIP_CHANNELS, CoTokConfig, StreamConfig
 from cotok_edge.model.streams import StreamBackbone
+from cotok_edge.model.vqa import CoTokVQA
 
 COLOR_NAMES = list(COLORS)
 CROP = 32
@@ -201,6 +210,12 @@ class Probe(nn.Module):
             z = x.amax(1, keepdim=True)
         elif self.mode == "cell":
             z = x.gather(1, cell[:, None, None].expand(-1, 1, x.shape[2]))
+        elif self.mode == "attend-max":
+            # The map gates each cell (a sigmoid, as TokenLearner V1) and the token is the
+            # max over the gated cells: at a uniform start it is the max read, and the map
+            # gets its gradient at the cell the max picked, i.e. at an object.
+            a = torch.sigmoid(self.fc2(F.gelu(self.fc1(self.norm(x) + q[:, None]))))  # [B, N, S]
+            z = (a.unsqueeze(-1) * x.unsqueeze(2)).amax(1)  # [B, S, d]
         elif self.mode == "dot":
             # Query-key attention: the colour meets each cell in a product, not a sum.
             k = self.key(self.norm(x)).unflatten(2, (-1, x.shape[2]))  # [B, N, S, d]
@@ -211,6 +226,16 @@ class Probe(nn.Module):
             z = torch.softmax(logits * self.sharp, -1) @ x  # [B, S, d]
         return self.head(torch.cat([z.flatten(1), q], 1))
 
+
+# plain8's three 3x3 convolution + max-pool levels as the stem, then residual stages to
+# tiny's s3 width (80) and grid (14x14), so its weights can go into a tiny model.
+POOL8 = {
+    "stem": "pool",
+    "stem_stride": 8,
+    "stem_channels": 32,
+    "channels": (32, 48, 64, 80),
+    "spatial_strides": (1, 1, 2, 1),
+}
 
 # name -> (mode, changes to the tiny preset's s3 stream, tokens, logit scale)
 VARIANTS: dict[str, tuple[str, dict, int, float]] = {
@@ -255,12 +280,19 @@ VARIANTS: dict[str, tuple[str, dict, int, float]] = {
     "max-plain8-after-set-max": ("max", {"plain": (8, 16, 32), "after": "set-max-plain8"}, 1, 1.0),
     "set-max-plain8": ("set-max", {"plain": (8, 16, 32)}, 1, 1.0),
     "set-max-poolstem": ("set-max", {"stem": "pool", "stem_channels": 16}, 1, 1.0),
+    # The pool stem down to stride 8 (plain8's three levels), then residual stages.
+    "set-max-pool8": ("set-max", POOL8, 1, 1.0),
+    "set-max-pool8-grid28": ("set-max", {**POOL8, "spatial_strides": (1, 1, 1, 1)}, 1, 1.0),
     "attend-plain8-after-set-max": (
         "attend",
         {"plain": (8, 16, 32), "after": "set-max-plain8"},
         1,
         1.0,
     ),
+    # From `--init-backbone` (a set-max-pool8 checkpoint): the question's read of it.
+    "max-pool8": ("max", POOL8, 1, 1.0),
+    "attend-pool8": ("attend", POOL8, 1, 1.0),
+    "attend-max-pool8": ("attend-max", POOL8, 1, 1.0),
     "attend-plain8-after-cell": ("attend", {"plain": (8, 16, 32), "after": "cell-plain8"}, 1, 1.0),
 }
 
@@ -311,11 +343,14 @@ def _predict(out: Tensor, mode: str, color: Tensor) -> Tensor:
 def run_variant(
     name: str, ex: Examples, train: np.ndarray, held: np.ndarray, steps: int, batch: int,
     lr: float, seed: int, eval_every: int, keep: nn.Module | None = None,
+    save: Path | None = None, init: Path | None = None,
 ) -> dict:  # fmt: skip
     """Train one variant from scratch; held-out accuracy every ``eval_every`` steps.
 
     ``keep``: a probe that receives this one's trained backbone and projection at the end
-    (the first phase of an ``after`` variant).
+    (the first phase of an ``after`` variant). ``save``: write the trained backbone there
+    as a checkpoint (:func:`save_backbone`). ``init``: start the backbone and projection
+    from such a checkpoint.
     """
     mode, changes, tokens, sharp = VARIANTS[name]
     changes = dict(changes)
@@ -333,6 +368,10 @@ def run_variant(
     stream = StreamConfig(**data)
     grid = stream.size // 8 if plain else stream.feature_grid[1]
     model = Probe(stream, mode, cfg.dim, tokens, sharp, plain, zero_init)
+    if init is not None:
+        src = CoTokVQA.from_pretrained(init)
+        model.backbone.load_state_dict(src.backbones["s3"].state_dict())
+        model.proj.load_state_dict(src.cotokenizer.video_proj["s3"].state_dict())
     first = None
     if after is not None:
         # Phase 1 (another variant) trains the backbone and projection; this one goes on from them.
@@ -378,11 +417,50 @@ def run_variant(
     if keep is not None:
         keep.backbone.load_state_dict(model.backbone.state_dict())
         keep.proj.load_state_dict(model.proj.state_dict())
+    if save is not None:
+        save_backbone(model, stream, save)
+        tqdm.write(f"{name}: backbone written to {save}")
     return {
         "variant": name, "seed": seed, "steps": steps, "batch": batch, "lr": lr,
         "grid": grid, "s_per_step": (time.perf_counter() - t0) / steps, "curve": curve,
         "after": first,
     }  # fmt: skip
+
+
+def save_backbone(probe: Probe, stream: StreamConfig, out: Path) -> Path:
+    """Write a tiny checkpoint whose s3 backbone and projection are ``probe``'s.
+
+    For ``train --init-backbone s3=DIR`` (with ``--init-backbone-projection``: the
+    projection ``W_v`` is what turns the backbone's features into the directions a max
+    over the grid reads, so it goes along). Only ``backbones.s3`` and
+    ``cotokenizer.video_proj.s3`` are trained; the rest is a fresh tiny model (pooled
+    pixels on, as in the probe) that ``transplant_backbone`` ignores. The probe saw single
+    frames, so every temporal convolution saw only its padding beside the centre tap:
+    the side taps are zeroed and the backbone starts, at the stream's 8 frames, as the
+    same CNN on each frame.
+    """
+    if not isinstance(probe.backbone, StreamBackbone):
+        raise SystemExit("--save-backbone: only a StreamBackbone variant can go into the model")
+    cfg = CoTokConfig.preset("tiny")
+    cfg.streams = [
+        StreamConfig(**{**stream.__dict__, "frames": s.frames, "time_groups": s.time_groups})
+        if s.name == "s3"
+        else s
+        for s in cfg.streams
+    ]
+    cfg.pixel_skip = True
+    model = CoTokVQA(cfg)
+    model.cotokenizer.video_proj["s3"].load_state_dict(probe.proj.state_dict())
+    weights = probe.backbone.state_dict()
+    for m_name, m in probe.backbone.named_modules():
+        if isinstance(m, nn.Conv3d) and m.kernel_size[0] > 1:
+            w = weights[f"{m_name}.weight"].clone()  # [C_out, C_in, k_t, 1, 1]
+            centre = w.shape[2] // 2
+            w[:, :, :centre] = 0
+            w[:, :, centre + 1 :] = 0
+            weights[f"{m_name}.weight"] = w
+    model.backbones["s3"].load_state_dict(weights)
+    return model.save_pretrained(out)
 
 
 def plot(results: dict, png: Path) -> None:
@@ -446,6 +524,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, required=True, help="JSON results (appended by variant)")
     p.add_argument("--png", type=Path, help="plot every result in --out here")
+    p.add_argument(
+        "--init-backbone", type=Path, metavar="DIR",
+        help="start every variant's backbone and projection from a --save-backbone folder "
+        "(the variant must build the same backbone)",
+    )  # fmt: skip
+    p.add_argument(
+        "--save-backbone", type=Path, metavar="DIR",
+        help="with one variant: write its trained 224 px backbone as a tiny checkpoint "
+        "for `train --init-backbone s3=DIR`",
+    )  # fmt: skip
     p.add_argument("--plot-only", action="store_true", help="only draw --png from --out")
     args = p.parse_args(argv)
     if args.plot_only:
@@ -453,6 +541,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit("--plot-only needs --png and an existing --out")
         plot(json.loads(args.out.read_text()), args.png)
         return
+    if args.init_backbone is not None and not (args.init_backbone / "config.json").is_file():
+        raise SystemExit(f"--init-backbone {args.init_backbone}: not a checkpoint folder")
+    if args.save_backbone is not None and len(args.variants) != 1:
+        raise SystemExit("--save-backbone needs exactly one --variants")
+    if args.save_backbone is not None and args.save_backbone.exists():
+        raise SystemExit(f"--save-backbone {args.save_backbone}: exists; choose a new folder")
     if args.holdout >= args.clips:
         raise SystemExit(f"--holdout {args.holdout} must be smaller than --clips {args.clips}")
     cache = args.cache or args.data / f"small_shape_frames_{args.clips}.npy"
@@ -463,8 +557,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     for name in args.variants:
         r = run_variant(
-            name, ex, train, held, args.steps, args.batch, args.lr, args.train_seed, args.eval_every
-        )
+            name, ex, train, held, args.steps, args.batch, args.lr, args.train_seed,
+            args.eval_every, save=args.save_backbone, init=args.init_backbone,
+        )  # fmt: skip
         results[f"{name}/seed{args.train_seed}"] = r
         tmp = args.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1))
