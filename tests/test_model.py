@@ -595,7 +595,7 @@ def test_max_pool_tokenlearner_gates_and_takes_the_max() -> None:
         for g in range(2):
             single, _ = tl(xs[:, g], cond[q : q + 1])
             torch.testing.assert_close(shared[0, q, g], single[0])
-    with pytest.raises(ValueError, match="pool 'mean' is not"):
+    with pytest.raises(ValueError, match="pool 'mean' is not one of"):
         TokenLearner(16, 2, pool="mean")
 
 

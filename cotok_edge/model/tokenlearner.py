@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import TOKEN_POOLS
+
 LN_EPS = 1e-6
 
 
@@ -165,8 +167,8 @@ class TokenLearner(nn.Module):
         pool: str = "softmax",
     ):
         super().__init__()
-        if pool not in ("softmax", "max"):
-            raise ValueError(f"TokenLearner: pool {pool!r} is not 'softmax' or 'max'")
+        if pool not in TOKEN_POOLS:
+            raise ValueError(f"TokenLearner: pool {pool!r} is not one of {TOKEN_POOLS}")
         self.pool = pool
         self.cond_proj = nn.Linear(cond_dim or dim, dim)
         self.norm = nn.LayerNorm(dim, eps=LN_EPS)
