@@ -518,8 +518,8 @@ def test_max_tokens_hold_each_slices_max_at_full_strength() -> None:
     torch.testing.assert_close(cot.max_tokens(video, batch=4), base.repeat_interleave(2, 0))
 
 
-def test_max_tokens_on_the_shared_clip_path_match_separate_clips() -> None:
-    model = _max_token_model()
+def _check_shared_clip_path(model: CoTokVQA) -> None:
+    """Two questions on each of two clips: the per-clip path gives the per-question logits."""
     clips = model.example_inputs(2)
     ids = torch.cat([clips["question_ids"], clips["question_ids"].flip(1)])
     mask = torch.ones_like(ids, dtype=torch.bool)
@@ -531,6 +531,10 @@ def test_max_tokens_on_the_shared_clip_path_match_separate_clips() -> None:
             question_ids=ids, question_mask=mask, **{n: v[index] for n, v in streams.items()}
         )
     torch.testing.assert_close(shared.logits, separate.logits)
+
+
+def test_max_tokens_on_the_shared_clip_path_match_separate_clips() -> None:
+    _check_shared_clip_path(_max_token_model())
 
 
 def test_max_tokens_need_time_slices() -> None:
@@ -608,17 +612,7 @@ def test_a_max_pool_stream_config_round_trips_and_matches_on_the_shared_path() -
     model = CoTokVQA(cfg).eval()
     assert model.cotokenizer.tokenlearners["s3"].pool == "max"
     assert model.cotokenizer.tokenlearners["s1"].pool == "softmax"
-    clips = model.example_inputs(2)
-    ids = torch.cat([clips["question_ids"], clips["question_ids"].flip(1)])
-    mask = torch.ones_like(ids, dtype=torch.bool)
-    index = torch.tensor([0, 0, 1, 1])
-    streams = {n: clips[n] for n in model.stream_names}
-    with torch.no_grad():
-        shared = model(question_ids=ids, question_mask=mask, clip_index=index, **streams)
-        separate = model(
-            question_ids=ids, question_mask=mask, **{n: v[index] for n, v in streams.items()}
-        )
-    torch.testing.assert_close(shared.logits, separate.logits)
+    _check_shared_clip_path(model)
     data["streams"][2]["token_pool"] = "mean"
     with pytest.raises(ValueError, match="stream 's3': token_pool 'mean' is not one of"):
         CoTokConfig.from_dict(data)
