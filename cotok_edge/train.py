@@ -269,22 +269,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                           "S", "s3=2")  # fmt: skip
     args.stream_stem_channels = _per_stream(p, "--stream-stem-channels",
                                             args.stream_stem_channels, "C", "s3=16")  # fmt: skip
-    stems: dict[str, str] = {}
-    for item in args.stream_stem:
-        name, sep, kind = item.partition("=")
-        if not sep or kind not in STEMS:
-            p.error(f"--stream-stem {item!r}: expected STREAM=KIND with KIND one of {STEMS}")
-        stems[name] = kind
-    args.stream_stem = stems
-    pools: dict[str, str] = {}
-    for item in args.stream_token_pool:
-        name, sep, pool = item.partition("=")
-        if not sep or pool not in TOKEN_POOLS:
-            p.error(
-                f"--stream-token-pool {item!r}: expected STREAM=POOL, POOL one of {TOKEN_POOLS}"
-            )
-        pools[name] = pool
-    args.stream_token_pool = pools
+    args.stream_stem = _per_stream_choice(p, "--stream-stem", args.stream_stem, "KIND", STEMS)
+    args.stream_token_pool = _per_stream_choice(
+        p, "--stream-token-pool", args.stream_token_pool, "POOL", TOKEN_POOLS
+    )
     if args.tokenizer is not None and not args.tokenizer.is_file():
         p.error(f"--tokenizer {args.tokenizer}: no such file")
     if args.max_answer_tokens is not None and args.max_answer_tokens < 2:
@@ -307,6 +295,26 @@ def _per_stream(
             p.error(f"{flag} {item!r}: expected STREAM={letter} with {letter} >= 1, e.g. {example}")
         out[name] = int(value)
     return out
+
+
+def _per_stream_choice(
+    p: argparse.ArgumentParser, flag: str, items: list[str], letter: str, choices: tuple[str, ...]
+) -> dict[str, str]:
+    """``STREAM=CHOICE`` items as ``{stream: choice}``; a malformed one is a usage error."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or value not in choices:
+            p.error(f"{flag} {item!r}: expected STREAM={letter} with {letter} one of {choices}")
+        out[name] = value
+    return out
+
+
+def _stream_index(flag: str, name: str, value: object, names: list[str]) -> int:
+    """Where stream ``name`` is in ``names``; a flag naming no stream of the model exits."""
+    if name not in names:
+        raise SystemExit(f"{flag} {name}={value}: no stream {name!r} in {names}")
+    return names.index(name)
 
 
 def parse_question_weight(text: str) -> tuple[re.Pattern[str], float]:
@@ -538,9 +546,7 @@ def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
     data["max_tokens"] = args.max_tokens or data["max_tokens"]
     names = [s["name"] for s in data["streams"]]
     for name, stem in args.stream_stem_stride.items():
-        if name not in names:
-            raise SystemExit(f"--stream-stem-stride {name}={stem}: no stream {name!r} in {names}")
-        stream = data["streams"][names.index(name)]
+        stream = data["streams"][_stream_index("--stream-stem-stride", name, stem, names)]
         total = stream["stem_stride"] * math.prod(stream["spatial_strides"])
         try:
             stream["spatial_strides"] = list(
@@ -556,9 +562,7 @@ def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
         ("--stream-token-pool", "token_pool", args.stream_token_pool),
     ):
         for name, value in values.items():
-            if name not in names:
-                raise SystemExit(f"{flag} {name}={value}: no stream {name!r} in {names}")
-            data["streams"][names.index(name)][key] = value
+            data["streams"][_stream_index(flag, name, value, names)][key] = value
     try:
         return CoTokConfig.from_dict(data)
     except ValueError as e:
@@ -571,9 +575,7 @@ def _edit_loaded_config(cfg: CoTokConfig, args: argparse.Namespace) -> None:
         cfg.text.max_answer_tokens = args.max_answer_tokens
     names = [s.name for s in cfg.streams]
     for name, pool in args.stream_token_pool.items():
-        if name not in names:
-            raise SystemExit(f"--stream-token-pool {name}={pool}: no stream {name!r} in {names}")
-        cfg.streams[names.index(name)].token_pool = pool
+        cfg.streams[_stream_index("--stream-token-pool", name, pool, names)].token_pool = pool
 
 
 def main(argv: list[str] | None = None) -> int:

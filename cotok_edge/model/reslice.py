@@ -37,20 +37,20 @@ def reslice_time(model: CoTokVQA, groups: dict[str, int]) -> CoTokVQA:
     old_pos = state["cotokenizer.video_pos"]  # [sum of G*S over streams, d]
     rows: list[int] = []
     offset = 0
-    for s in cfg.streams:
-        g_old, g_new = old.time_groups_of(s.name), cfg.time_groups_of(s.name)
-        per_slice = old.video_tokens(s.name) // g_old  # S (1 for the mean control)
-        t = s.feature_grid[0]
-        for j in range(g_new):
-            i = (j * (t // g_new)) // (t // g_old)  # the old slice holding new slice j's start
-            rows.extend(offset + i * per_slice + k for k in range(per_slice))
-        offset += g_old * per_slice
-    if cfg.max_tokens:  # one max token per slice, after every stream's TokenLearner tokens
+    # The TokenLearner's S slots a slice (1 for the mean control), then, after every
+    # stream's, the max tokens' one slot a slice.
+    blocks = [lambda name: old.video_tokens(name) // old.time_groups_of(name)]
+    if cfg.max_tokens:
+        blocks.append(lambda name: 1)
+    for per_slice_of in blocks:
         for s in cfg.streams:
             g_old, g_new = old.time_groups_of(s.name), cfg.time_groups_of(s.name)
+            per_slice = per_slice_of(s.name)
             t = s.feature_grid[0]
-            rows.extend(offset + (j * (t // g_new)) // (t // g_old) for j in range(g_new))
-            offset += g_old
+            for j in range(g_new):
+                i = (j * (t // g_new)) // (t // g_old)  # the old slice holding new slice j's start
+                rows.extend(offset + i * per_slice + k for k in range(per_slice))
+            offset += g_old * per_slice
     state["cotokenizer.video_pos"] = old_pos[rows].clone()
     new.load_state_dict(state)
     return new.train(model.training)
