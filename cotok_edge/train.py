@@ -48,10 +48,18 @@ from .data.text import (
 from .data.video import StreamSpec
 from .evaluate import evaluate_clips
 from .model import CoTokConfig, CoTokVQA
-from .model.config import PRESETS, STEMS, TOKEN_POOLS, VIDEO_TOKENIZERS, stage_strides
+from .model.config import (
+    PRESETS,
+    STEMS,
+    TOKEN_CONDITIONS,
+    TOKEN_POOLS,
+    VIDEO_TOKENIZERS,
+    stage_strides,
+)
 from .model.max_tokens import with_max_tokens
 from .model.pixel_skip import with_pixel_skip
 from .model.reslice import reslice_time
+from .model.token_condition import with_token_conditions
 from .model.transplant import transplant_backbone
 from .train_state import load_training_checkpoint, save_training_checkpoint
 
@@ -128,6 +136,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="how STREAM's TokenLearner pools: softmax (V1.1) or max (sigmoid gates, the max "
         "over the gated positions; StreamConfig.token_pool); with --init the weights carry "
         "over; repeatable",
+    )  # fmt: skip
+    p.add_argument(
+        "--stream-token-condition", action="append", default=[], metavar="STREAM=COND",
+        help="what conditions STREAM's TokenLearner maps: state (c_{k-1}, the paper's) or "
+        "words (the mean of the question's word embeddings, projected; "
+        "StreamConfig.token_condition); with --init a fresh projection is added; repeatable",
     )  # fmt: skip
     p.add_argument(
         "--stream-stem", action="append", default=[], metavar="STREAM=KIND",
@@ -272,6 +286,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.stream_stem = _per_stream_choice(p, "--stream-stem", args.stream_stem, "KIND", STEMS)
     args.stream_token_pool = _per_stream_choice(
         p, "--stream-token-pool", args.stream_token_pool, "POOL", TOKEN_POOLS
+    )
+    args.stream_token_condition = _per_stream_choice(
+        p, "--stream-token-condition", args.stream_token_condition, "COND", TOKEN_CONDITIONS
     )
     if args.tokenizer is not None and not args.tokenizer.is_file():
         p.error(f"--tokenizer {args.tokenizer}: no such file")
@@ -560,6 +577,7 @@ def build_config(args: argparse.Namespace, vocab_size: int) -> CoTokConfig:
         ("--stream-stem", "stem", args.stream_stem),
         ("--stream-stem-channels", "stem_channels", args.stream_stem_channels),
         ("--stream-token-pool", "token_pool", args.stream_token_pool),
+        ("--stream-token-condition", "token_condition", args.stream_token_condition),
     ):
         for name, value in values.items():
             data["streams"][_stream_index(flag, name, value, names)][key] = value
@@ -618,6 +636,11 @@ def main(argv: list[str] | None = None) -> int:
             model = with_pixel_skip(model)
         if args.max_tokens and not model.config.max_tokens:
             model = with_max_tokens(model)
+        if args.stream_token_condition:
+            try:
+                model = with_token_conditions(model, args.stream_token_condition)
+            except ValueError as e:
+                raise SystemExit(f"--stream-token-condition: {e}") from None
         if model.config.text.vocab_size < tokenizer.get_vocab_size():
             raise SystemExit(f"--init {args.init}: its vocabulary is smaller than the tokenizer's")
     else:

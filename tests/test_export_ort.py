@@ -165,9 +165,12 @@ def test_a_pixel_skip_model_exports_with_the_same_answers(tmp_path):
 def test_a_pool_stem_model_with_max_pooling_exports_with_the_same_answers(tmp_path):
     # The pool stem's max-pools (ceil mode) must give ONNX Runtime the grid torch gives;
     # the max tokens and the max-pooling TokenLearner (ReduceMax over gated positions)
-    # must reach the layers as they do in torch.
+    # must reach the layers as they do in torch; the word-conditioned maps must read the
+    # question's word embeddings in the exported graph too.
     data = CoTokConfig.preset("tiny").to_dict()
-    data["streams"][2].update(stem="pool", stem_channels=16, token_pool="max")
+    data["streams"][2].update(
+        stem="pool", stem_channels=16, token_pool="max", token_condition="words"
+    )
     data["max_tokens"] = True
     torch.manual_seed(0)
     model = CoTokVQA(CoTokConfig.from_dict(data)).eval()

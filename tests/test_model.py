@@ -13,6 +13,7 @@ import torch
 
 from cotok_edge import CoTokConfig, CoTokVQA
 from cotok_edge.model.config import PRESETS
+from cotok_edge.model.cotokenizer import masked_mean
 
 
 @pytest.fixture(scope="module")
@@ -616,3 +617,69 @@ def test_a_max_pool_stream_config_round_trips_and_matches_on_the_shared_path() -
     data["streams"][2]["token_pool"] = "mean"
     with pytest.raises(ValueError, match="stream 's3': token_pool 'mean' is not one of"):
         CoTokConfig.from_dict(data)
+
+
+def _words_model() -> CoTokVQA:
+    data = CoTokConfig.preset("tiny").to_dict()
+    data["streams"][2]["token_condition"] = "words"
+    torch.manual_seed(0)
+    return CoTokVQA(CoTokConfig.from_dict(data)).eval()
+
+
+def test_a_words_conditioned_stream_pools_by_the_question_word_embeddings() -> None:
+    model = _words_model()
+    cfg, cot = model.config, model.cotokenizer
+    assert CoTokConfig.from_json(cfg.to_json()) == cfg and cfg.word_conditioned()
+    assert cot.word_proj is not None
+    inputs = model.example_inputs(2)
+    ids, mask = inputs["question_ids"], inputs["question_mask"].bool()
+    with torch.no_grad():
+        video = model.encode_video({n: inputs[n] for n in model.stream_names})
+        _, maps = model.joint_memory(video, ids, mask, return_maps=True)
+        # s3's maps at every step are those of the mean word embedding, projected.
+        words = cot.word_proj(masked_mean(model.text_embed(ids), mask))
+        want = cot._stream_tokens("s3", video["s3"], words, None, True)[1]
+        for step_maps in maps:
+            torch.testing.assert_close(step_maps["s3"], want)
+        # s1's maps follow c_{k-1}: they differ from step to step.
+        assert not torch.allclose(maps[0]["s1"], maps[1]["s1"])
+        # The encoder alone reaching s3: change what it makes of the question, keep the
+        # words, and s3's maps stay; s1's move.
+        state = cot.start(model.encode_question(ids, mask) + 1.0, mask, model.text_embed(ids))
+        _, moved_maps = cot.step(0, video, state, ids.shape[1], return_maps=True)
+        torch.testing.assert_close(moved_maps["s3"], want)
+        assert not torch.allclose(moved_maps["s1"], maps[0]["s1"])
+    _check_shared_clip_path(model)
+    with pytest.raises(ValueError, match="pass the question's word embeddings"):
+        cot.start(model.encode_question(ids, mask), mask)
+
+
+def test_token_condition_is_checked() -> None:
+    data = CoTokConfig.preset("tiny").to_dict()
+    data["streams"][2]["token_condition"] = "colour"
+    with pytest.raises(ValueError, match="stream 's3': token_condition 'colour' is not one of"):
+        CoTokConfig.from_dict(data)
+    data["streams"][2]["token_condition"] = "words"
+    data["video_tokenizer"] = "mean"
+    with pytest.raises(ValueError, match="video_tokenizer 'mean' has none"):
+        CoTokConfig.from_dict(data)
+
+
+def test_with_token_conditions_adds_and_drops_the_word_projection(tiny: CoTokVQA) -> None:
+    from cotok_edge.model.token_condition import with_token_conditions
+
+    words = with_token_conditions(tiny, {"s3": "words"})
+    assert [s.token_condition for s in words.config.streams] == ["state", "state", "words"]
+    old, new = tiny.state_dict(), words.state_dict()
+    assert set(new) - set(old) == {"cotokenizer.word_proj.weight", "cotokenizer.word_proj.bias"}
+    for k in old:
+        assert torch.equal(old[k], new[k]), k
+    back = with_token_conditions(words, {"s3": "state"})
+    assert back.cotokenizer.word_proj is None and set(back.state_dict()) == set(old)
+    inputs = tiny.example_inputs(1)
+    with torch.no_grad():
+        torch.testing.assert_close(back(**inputs).logits, tiny(**inputs).logits)
+    with pytest.raises(ValueError, match="no stream 's9'"):
+        with_token_conditions(tiny, {"s9": "words"})
+    with pytest.raises(ValueError, match="condition 'colour' is not one of"):
+        with_token_conditions(tiny, {"s3": "colour"})

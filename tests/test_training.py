@@ -261,13 +261,14 @@ def test_stream_stem_kind_and_width_reach_the_saved_config(
         parse_args([*args, "--out", str(tmp_path / "i"), "--init", str(run / "model"), *flags])
 
 
-def test_max_tokens_and_token_pool_flags_build_them_or_add_them_to_a_checkpoint(
+def test_max_tokens_token_pool_and_condition_flags_build_them_or_add_them_to_a_checkpoint(
     synth: Path, tmp_path: Path
 ) -> None:
     args = [*COMMON, "--data", str(synth), "--steps", "1", "--cache-dir", str(tmp_path / "c")]
     plain, added, fresh = tmp_path / "plain", tmp_path / "added", tmp_path / "fresh"
     assert train_main([*args, "--out", str(plain)]) == 0
-    init = ["--init", str(plain / "model"), "--max-tokens", "--stream-token-pool", "s3=max"]
+    init = ["--init", str(plain / "model"), "--max-tokens", "--stream-token-pool", "s3=max",
+            "--stream-token-condition", "s3=words"]  # fmt: skip
     assert train_main([*args, "--out", str(added), *init]) == 0
     assert train_main([*args, "--out", str(fresh), "--max-tokens"]) == 0
     before = load_file(str(plain / "model" / "model.safetensors"))["cotokenizer.video_pos"]
@@ -278,6 +279,8 @@ def test_max_tokens_and_token_pool_flags_build_them_or_add_them_to_a_checkpoint(
         assert pos.shape == (before.shape[0] + cfg.max_video_tokens(), cfg.dim)
     pools = CoTokConfig.from_dict(json.loads((added / "model" / "config.json").read_text()))
     assert [s.token_pool for s in pools.streams] == ["softmax", "softmax", "max"]
+    assert [s.token_condition for s in pools.streams] == ["state", "state", "words"]
+    assert "cotokenizer.word_proj.weight" in load_file(str(added / "model" / "model.safetensors"))
     with pytest.raises(SystemExit):  # a projection comes only with a backbone
         parse_args([*args, "--out", str(tmp_path / "p"), "--init-backbone-projection"])
 

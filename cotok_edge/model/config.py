@@ -22,6 +22,7 @@ from typing import Any
 BACKBONES = ("r2plus1d", "resnet3d", "x3d")
 STEMS = ("conv", "pool")
 TOKEN_POOLS = ("softmax", "max")
+TOKEN_CONDITIONS = ("state", "words")
 VIDEO_TOKENIZERS = ("tokenlearner", "mean", "all")
 # Channels ``pixel_skip`` adds to each stream's features: the pooled RGB.
 PIXEL_SKIP_CHANNELS = 3
@@ -68,6 +69,16 @@ class StreamConfig:
         the map has found it, and the map learns at the cell the max picked;
         stop 14's probe: 70.6% after 250 steps where the softmax map stays at
         chance). Reference implementation only.
+
+    token_condition:
+        what conditions this stream's TokenLearner maps: ``state`` (the paper's
+        ``c_{k-1}``, the mean of the previous step's tokens; ``c_0`` the mean of
+        the encoded question) or ``words`` (a learned projection of the mean of
+        the question's word embeddings, the same at every step). A trained text
+        encoder can drown a word that no question has needed yet: in tiny-v6 the
+        six colour words' embeddings differ by 11.1 (their norm), their encoded
+        tokens by 0.33 of 11.7, and a map conditioned on ``c_0`` cannot find the
+        named colour's object (stop 15: chance, 87.7% from the word embeddings).
     """
 
     name: str
@@ -84,6 +95,7 @@ class StreamConfig:
     time_groups: int | None = None
     stem: str = "conv"
     token_pool: str = "softmax"
+    token_condition: str = "state"
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -106,6 +118,11 @@ class StreamConfig:
         if self.token_pool not in TOKEN_POOLS:
             raise ValueError(
                 f"stream {self.name!r}: token_pool {self.token_pool!r} is not one of {TOKEN_POOLS}"
+            )
+        if self.token_condition not in TOKEN_CONDITIONS:
+            raise ValueError(
+                f"stream {self.name!r}: token_condition {self.token_condition!r} is not one of "
+                f"{TOKEN_CONDITIONS}"
             )
         s = self.stem_stride
         if self.stem == "pool" and (s < 2 or s & (s - 1)):
@@ -234,6 +251,11 @@ class CoTokConfig:
             raise ValueError(
                 "CoTokConfig.max_tokens: needs time slices; video_tokenizer='all' has none"
             )
+        if self.word_conditioned() and self.video_tokenizer != "tokenlearner":
+            raise ValueError(
+                "StreamConfig.token_condition 'words' conditions a TokenLearner; "
+                f"video_tokenizer {self.video_tokenizer!r} has none"
+            )
         if self.dim % self.heads or self.text.dim % self.text.heads:
             raise ValueError("CoTokConfig: dim and text.dim must be divisible by their heads")
         if self.steps < 1:
@@ -263,6 +285,10 @@ class CoTokConfig:
         """Tokens one stream gives per co-tokenization step: S * G (``mean``: G)."""
         g = self.time_groups_of(stream)
         return g if self.video_tokenizer == "mean" else self.tokens_per_stream * g
+
+    def word_conditioned(self) -> bool:
+        """Whether a stream's TokenLearner is conditioned on the question's words."""
+        return any(s.token_condition == "words" for s in self.streams)
 
     def max_video_tokens(self) -> int:
         """Max tokens per co-tokenization step, all streams: one per time slice (0 if off)."""

@@ -10,7 +10,9 @@ stream since every backbone has its own width) and the question tokens
 
 with ``c_0`` the masked mean of the projected question and ``m`` the max tokens
 (``CoTokConfig.max_tokens``; none by default): per stream and time slice, the
-channel-wise max over its positions. Every step tokenizes
+channel-wise max over its positions. A stream with ``token_condition="words"``
+conditions its maps on ``W_w mean(E[question])``, the mean of the question's
+word embeddings, instead of ``c_{k-1}``. Every step tokenizes
 the full stream features again, so each step can look somewhere else given
 what the previous layer made of video and question together. With
 ``time_groups`` G > 1 each stream's time axis is cut into G slices, and the
@@ -59,11 +61,14 @@ class CoTokState:
     tokens: ``X_k [B, M, d]`` with M = video tokens + question tokens.
     mask: ``[B, M]``, True for real tokens (the question's padding is False).
     cond: ``c_k [B, d]``, the conditioning vector for the next step.
+    words: ``[B, d]``, the projected mean word embedding of the question for the
+        streams with ``token_condition="words"`` (None when no stream has it).
     """
 
     tokens: Tensor
     mask: Tensor
     cond: Tensor
+    words: Tensor | None = None
 
 
 class CoTokenizer(nn.Module):
@@ -83,6 +88,8 @@ class CoTokenizer(nn.Module):
             {s.name: SpaceTimePosition(s.feature_grid, d) for s in cfg.streams}
         )
         self.text_proj = nn.Linear(cfg.text.dim, d)
+        # Only built when a stream uses it, so older checkpoints load unchanged.
+        self.word_proj = nn.Linear(cfg.text.dim, d) if cfg.word_conditioned() else None
         self.tokenlearners = None
         if cfg.video_tokenizer == "tokenlearner":
             self.tokenlearners = nn.ModuleDict(
@@ -118,10 +125,24 @@ class CoTokenizer(nn.Module):
             for name in self.stream_names
         }
 
-    def start(self, question: Tensor, question_mask: Tensor) -> CoTokState:
-        """Project the encoded question ``[B, L, D_text]``: ``Q_0 [B, L, d]`` and ``c_0``."""
+    def start(
+        self, question: Tensor, question_mask: Tensor, words: Tensor | None = None
+    ) -> CoTokState:
+        """Project the encoded question ``[B, L, D_text]``: ``Q_0 [B, L, d]`` and ``c_0``.
+
+        ``words [B, L, D_text]``: the question's word embeddings (before the text
+        encoder), needed when a stream has ``token_condition="words"``.
+        """
         q = self.text_proj(question)
-        return CoTokState(q, question_mask, masked_mean(q, question_mask))
+        projected_words = None
+        if self.word_proj is not None:
+            if words is None:
+                raise ValueError(
+                    "CoTokenizer: a stream has token_condition='words'; pass the question's "
+                    "word embeddings (words [B, L, D_text])"
+                )
+            projected_words = self.word_proj(masked_mean(words, question_mask))
+        return CoTokState(q, question_mask, masked_mean(q, question_mask), projected_words)
 
     def clip_hidden(self, video: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per stream, the TokenLearner's clip-only part ``[C, G, N_s/G, hidden]``.
@@ -195,9 +216,12 @@ class CoTokenizer(nn.Module):
         maps: dict[str, Tensor] | None = {} if return_maps else None
         if self.tokenlearners is not None:
             parts = []
-            for name in self.stream_names:
+            for stream in self.cfg.streams:
+                name = stream.name
                 h = None if hidden is None else hidden[name]
-                z, a = self._stream_tokens(name, video[name], state.cond, h, return_maps)
+                cond = state.words if stream.token_condition == "words" else state.cond
+                assert cond is not None
+                z, a = self._stream_tokens(name, video[name], cond, h, return_maps)
                 parts.append(z)
                 if maps is not None:
                     maps[name] = a
@@ -218,7 +242,7 @@ class CoTokenizer(nn.Module):
         x = self.layers[k](x, attention_mask(mask, x.dtype))
         if k == len(self.layers) - 1:
             x = self.norm(x)
-        return CoTokState(x, mask, masked_mean(x, mask)), maps
+        return CoTokState(x, mask, masked_mean(x, mask), state.words), maps
 
     def forward(
         self,
@@ -227,15 +251,16 @@ class CoTokenizer(nn.Module):
         question_mask: Tensor,
         return_maps: bool = False,
         clip_index: Tensor | None = None,
+        words: Tensor | None = None,
     ) -> tuple[CoTokState, list[dict[str, Tensor]] | None]:
         """All K steps: projected video ``{stream: [B, N_s, d]}``, question ``[B, L, D_text]``.
 
         With ``clip_index [B]`` the video is ``{stream: [C, N_s, d]}``, one row
-        per clip, and question b asks about clip ``clip_index[b]``. Returns the
-        final state (``tokens`` is the decoder's memory) and, if asked, one
-        ``{stream: [B, G*S, N_s]}`` dict of maps per step.
+        per clip, and question b asks about clip ``clip_index[b]``. ``words``:
+        see :meth:`start`. Returns the final state (``tokens`` is the decoder's
+        memory) and, if asked, one ``{stream: [B, G*S, N_s]}`` dict of maps per step.
         """
-        state = self.start(question, question_mask)
+        state = self.start(question, question_mask, words)
         hidden = None
         if clip_index is not None:
             clips = next(iter(video.values())).shape[0]

@@ -256,8 +256,12 @@ class CoTokVQA(nn.Module):
 
         ``video``: ``{stream: [B, N_s, d]}``, or one row per clip with ``clip_index [B]``.
         """
-        q = self.encode_question(question_ids, question_mask)
-        return self.cotokenizer(video, q, question_mask.bool(), return_maps, clip_index)
+        mask = question_mask.bool()
+        words = self.text_embed(question_ids)
+        q = self.text_encoder(words, mask)
+        if self.cotokenizer.word_proj is None:
+            words = None
+        return self.cotokenizer(video, q, mask, return_maps, clip_index, words)
 
     # Public API -----------------------------------------------------------------
     def forward(
