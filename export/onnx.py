@@ -432,7 +432,7 @@ def _export_graph(
     if report.plugin_nodes != expected_plugin_nodes:
         raise RuntimeError(
             f"{path.name}: expected {expected_plugin_nodes} {PLUGIN_ONNX_DOMAIN}::{PLUGIN_NAME} "
-            f"nodes (one per stream per step), found {report.plugin_nodes}"
+            f"nodes (one per softmax-pooled stream per step), found {report.plugin_nodes}"
         )
     data = proto.SerializeToString()
     atomic_write_bytes(path, data)
@@ -504,7 +504,9 @@ def export_question_decoder(
     if variant == "plugin":
         if model.config.video_tokenizer != "tokenlearner":
             raise ValueError("the plugin variant needs TokenLearners; this config has none")
-        expected = len(model.stream_names) * model.config.steps
+        # The plugin fuses the softmax TokenLearner; a max-pooling stream stays plain ops.
+        softmax = [st for st in model.config.streams if st.token_pool == "softmax"]
+        expected = len(softmax) * model.config.steps
     return _export_graph(
         model, QuestionDecoderGraph(model, logits=logits, maps=maps), args, Path(path),
         graph=QUESTION_DECODER, variant=variant, inputs=inputs, outputs=outputs, batch=batch,

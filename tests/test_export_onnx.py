@@ -126,6 +126,21 @@ def test_plugin_variant_has_one_plugin_node_per_stream_per_step(model, tmp_path)
     # The checks refuse the plugin graph where plugins are not allowed.
     with pytest.raises(OnnxCheckError, match="plugin variant"):
         check_model(m, "jetson-orin")
+
+
+def test_a_max_pooling_stream_stays_plain_ops_in_the_plugin_variant(tmp_path):
+    # The plugin implements the softmax TokenLearner only: s3's gated max stays ONNX ops.
+    data = CoTokConfig.preset("tiny").to_dict()
+    data["streams"][2].update(token_pool="max", token_condition="words")
+    torch.manual_seed(0)
+    model = CoTokVQA(CoTokConfig.from_dict(data)).eval()
+    spec = ex.export_question_decoder(
+        model, tmp_path / "question_decoder_plugin.onnx", variant="plugin", target="jetson-orin"
+    )
+    cfg = model.config
+    assert spec.plugin_nodes == 2 * cfg.steps
+    m = onnx.load(str(spec.path))
+    assert sum(n.op_type == "ReduceMax" for n in m.graph.node) >= cfg.steps
     with pytest.raises(ValueError, match="no TensorRT"):
         ex.export_model(model, tmp_path / "cpu", target="cpu", plugin=True)
 
