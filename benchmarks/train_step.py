@@ -65,7 +65,8 @@ def profile_components(model: CoTokVQA, inputs: dict, repeats: int = 3) -> list[
     with torch.no_grad():
         video = model.encode_video(streams)  # one row per clip
         q = model.encode_question(q_ids, q_mask)
-        state, _ = model.cotokenizer(video, q, q_mask.bool(), clip_index=clip_index)
+        words = model.question_words(q_ids)
+        state, _ = model.cotokenizer(video, q, q_mask.bool(), clip_index=clip_index, words=words)
     video = {k: v.detach().requires_grad_() for k, v in video.items()}
 
     parts: list[tuple[str, Callable[[], torch.Tensor]]] = []
@@ -77,7 +78,11 @@ def profile_components(model: CoTokVQA, inputs: dict, repeats: int = 3) -> list[
         ("question encoder", lambda: model.encode_question(q_ids, q_mask)),
         (
             f"co-tokenization (K={model.config.steps})",
-            lambda: model.cotokenizer(video, q, q_mask.bool(), clip_index=clip_index)[0].tokens,
+            lambda: (
+                model.cotokenizer(video, q, q_mask.bool(), clip_index=clip_index, words=words)[
+                    0
+                ].tokens
+            ),
         ),
         ("answer decoder", lambda: model.answer_logits(inputs["answer_ids"], state)),
     ]

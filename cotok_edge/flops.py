@@ -81,9 +81,11 @@ def model_budget(model: CoTokVQA, question_len: int = 16, answer_len: int | None
         comps["video projection"] = count_macs(lambda: model.cotokenizer.project_video(feats))
         q = model.encode_question(ids, mask)
         comps["text encoder"] = count_macs(
-            lambda: model.cotokenizer.start(model.encode_question(ids, mask), mask)
+            lambda: model.cotokenizer.start(
+                model.encode_question(ids, mask), mask, model.question_words(ids)
+            )
         )
-        state = model.cotokenizer.start(q, mask)
+        state = model.cotokenizer.start(q, mask, model.question_words(ids))
         for k in range(cfg.steps):
             comps[f"co-tokenization step {k + 1}"] = count_macs(
                 lambda k=k, state=state: model.cotokenizer.step(k, video, state, question_len)

@@ -650,6 +650,9 @@ def test_a_words_conditioned_stream_pools_by_the_question_word_embeddings() -> N
         torch.testing.assert_close(moved_maps["s3"], want)
         assert not torch.allclose(moved_maps["s1"], maps[0]["s1"])
     _check_shared_clip_path(model)
+    from cotok_edge.flops import model_budget  # counts through start() and step() itself
+
+    assert model_budget(model).components["text encoder"] > 0
     with pytest.raises(ValueError, match="pass the question's word embeddings"):
         cot.start(model.encode_question(ids, mask), mask)
 

@@ -238,6 +238,11 @@ class CoTokVQA(nn.Module):
         """``[B, L]`` ids -> ``[B, L, D_text]`` encoded question."""
         return self.text_encoder(self.text_embed(question_ids), question_mask.bool())
 
+    def question_words(self, question_ids: Tensor) -> Tensor | None:
+        """``[B, L]`` ids -> word embeddings ``[B, L, D_text]`` for the streams whose maps
+        are conditioned on them (``token_condition="words"``); None when none is."""
+        return self.text_embed(question_ids) if self.cotokenizer.word_proj is not None else None
+
     def answer_logits(self, answer_prefix: Tensor, state: CoTokState) -> Tensor:
         """Decoder over ``answer_prefix [B, A]`` (starting with BOS) -> logits ``[B, A, V]``."""
         y = self.decoder(self.answer_embed(answer_prefix), state.tokens, state.mask)
@@ -256,12 +261,9 @@ class CoTokVQA(nn.Module):
 
         ``video``: ``{stream: [B, N_s, d]}``, or one row per clip with ``clip_index [B]``.
         """
-        mask = question_mask.bool()
-        words = self.text_embed(question_ids)
-        q = self.text_encoder(words, mask)
-        if self.cotokenizer.word_proj is None:
-            words = None
-        return self.cotokenizer(video, q, mask, return_maps, clip_index, words)
+        q = self.encode_question(question_ids, question_mask)
+        words = self.question_words(question_ids)
+        return self.cotokenizer(video, q, question_mask.bool(), return_maps, clip_index, words)
 
     # Public API -----------------------------------------------------------------
     def forward(
