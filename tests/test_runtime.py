@@ -195,7 +195,8 @@ def test_explain_writes_a_png_from_both_backends(ort_qa, torch_qa, clips, tmp_pa
         assert ex.answer.text == ort_qa.answer(clip.frames, q).text
     for s, m in ex_ort.maps.items():
         assert m.shape == ort_qa.grids[s]
-        assert float(m.sum()) == pytest.approx(1.0, rel=1e-4)  # a softmax over positions
+        # A softmax over positions; a max-pooling stream's gates, normalised.
+        assert float(m.sum()) == pytest.approx(1.0, rel=1e-4)
         np.testing.assert_allclose(m, ex_torch.maps[s], atol=1e-5)
     for s in ex_ort.contributions:
         assert ex_ort.contributions[s] == pytest.approx(ex_torch.contributions[s], rel=1e-4)
@@ -479,3 +480,23 @@ def test_load_picks_from_the_backend_registry(bundle, monkeypatch):
     qa = load(bundle, verbose=False)
     assert qa.backend == "torch"
     assert "onnxruntime: switched off in this test" in qa.backend_note
+
+
+def test_a_max_pooling_streams_share_is_the_norm_of_its_gated_max() -> None:
+    from cotok_edge.runtime.explain import contributions, fold_maps
+
+    rng = np.random.default_rng(0)
+    v = {"a": rng.normal(size=(6, 4)), "b": rng.normal(size=(6, 4))}
+    soft = rng.random((2, 3, 6))
+    soft /= soft.sum(-1, keepdims=True)
+    gates = rng.random((2, 3, 6))
+    gates[:, :, 3:] = 0.0  # outside the tokens' time slice
+    shares = contributions({"a": soft, "b": gates}, v, {"b": "max"})
+    want_a = np.linalg.norm(np.einsum("ksn,nd->ksd", soft, v["a"]), axis=-1).sum()
+    gated_max = (gates[:, :, :3, None] * v["b"][None, None, :3]).max(2)  # the slice only
+    want_b = np.linalg.norm(gated_max, axis=-1).sum()
+    assert shares["b"] == pytest.approx(want_b / (want_a + want_b))
+    folded = fold_maps(gates, (1, 2, 3), "max")
+    assert folded.sum() == pytest.approx(1.0, rel=1e-6)
+    np.testing.assert_allclose(folded.ravel(), gates.mean((0, 1)) / gates.mean((0, 1)).sum(),
+                               rtol=1e-6)  # fmt: skip

@@ -117,6 +117,10 @@ class VideoQA:
         self.stream_specs: list[tuple[str, int, int]] = manifest.stream_specs
         self.stream_names = manifest.stream_names
         self.grids = {s["name"]: _explain.feature_grid(s) for s in manifest.model_config["streams"]}
+        # Bundles built before StreamConfig.token_pool existed pooled by softmax.
+        self.pools = {
+            s["name"]: s.get("token_pool", "softmax") for s in manifest.model_config["streams"]
+        }
         self.question_tokens = manifest.question_tokens
         self.pad_id = manifest.pad_id
         self.eos_id = manifest.eos_id
@@ -380,10 +384,14 @@ class VideoQA:
         features = self._encode([streams])
         res = self._decode(features, np.zeros(1, np.int64), ids, mask, maps=True)
         assert res.maps is not None
-        folded = {s: _explain.fold_maps(res.maps[s][0], self.grids[s]) for s in self.stream_names}
+        folded = {
+            s: _explain.fold_maps(res.maps[s][0], self.grids[s], self.pools[s])
+            for s in self.stream_names
+        }
         shares = _explain.contributions(
             {s: res.maps[s][0] for s in self.stream_names},
             {s: features[f"v_{s}"][0] for s in self.stream_names},
+            self.pools,
         )
         title = (
             f"Q: {question}\nA: {ans.text or '(empty)'}  (score {ans.score:.2f}, {self.backend})"

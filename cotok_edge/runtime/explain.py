@@ -46,17 +46,26 @@ def feature_grid(stream: Mapping[str, Any]) -> tuple[int, int, int]:
     return StreamConfig(**stream).feature_grid
 
 
-def fold_maps(maps: np.ndarray, grid: tuple[int, int, int]) -> np.ndarray:
+def fold_maps(maps: np.ndarray, grid: tuple[int, int, int], pool: str = "softmax") -> np.ndarray:
     """One question's maps ``[K, S, N_s]`` -> their mean over steps and tokens as
-    ``[T_s, H_s, W_s]`` (positions are flattened in (T, H, W) order)."""
+    ``[T_s, H_s, W_s]`` (positions are flattened in (T, H, W) order).
+
+    A max-pooling stream's maps are sigmoid gates, not distributions: their mean is
+    divided by its sum, so every stream's picture sums to 1 over its positions.
+    """
     k, s, n = maps.shape
     if n != grid[0] * grid[1] * grid[2]:
         raise ValueError(f"maps have {n} positions, the feature grid {grid} has {np.prod(grid)}")
-    return maps.reshape(k * s, n).mean(0).reshape(grid).astype(np.float32)
+    folded = maps.reshape(k * s, n).mean(0)
+    if pool == "max":
+        folded = folded / max(float(folded.sum()), 1e-12)
+    return folded.reshape(grid).astype(np.float32)
 
 
 def contributions(
-    maps: Mapping[str, np.ndarray], features: Mapping[str, np.ndarray]
+    maps: Mapping[str, np.ndarray],
+    features: Mapping[str, np.ndarray],
+    pools: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
     """Share of each stream in the video tokens the co-tokenizer built, for one question.
 
@@ -72,10 +81,21 @@ def contributions(
     Args:
         maps: ``{stream: [K, S, N_s]}`` for one question.
         features: ``{stream: [N_s, d]}`` the clip's projected features (``v_<stream>``).
+        pools: ``{stream: "softmax" | "max"}`` (``StreamConfig.token_pool``; softmax if
+            absent). A max-pooling stream's token is ``max_n a[n] V[n]`` over the
+            positions of its time slice (where its map, zero elsewhere, is positive).
     """
     norms = {}
     for s, a in maps.items():
-        z = np.einsum("ksn,nd->ksd", a.astype(np.float64), features[s].astype(np.float64))
+        a64, v = a.astype(np.float64), features[s].astype(np.float64)
+        if (pools or {}).get(s, "softmax") == "max":
+            # One step at a time: [S, N, d] per step instead of [K, S, N, d].
+            z = np.stack([
+                np.where(ak[:, :, None] > 0, ak[:, :, None] * v[None], -np.inf).max(1)
+                for ak in a64
+            ])  # fmt: skip
+        else:
+            z = np.einsum("ksn,nd->ksd", a64, v)
         norms[s] = float(np.linalg.norm(z, axis=-1).sum())
     total = sum(norms.values()) or 1.0
     return {s: v / total for s, v in norms.items()}
