@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -283,13 +284,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     parts: list[dict[str, Tensor]] = []
     for split, clips, limit in splits:
         file = features.with_suffix(f".{split}.safetensors")
+        # Features belong to one model, stream and data: a file made for others is refused.
+        made_for = {
+            "model": str(args.model.resolve()),
+            "stream": args.stream,
+            "data": str(args.data.resolve()),
+            "clips": str(min(limit, len(clips))),
+        }
         if file.is_file():
+            with safe_open(str(file), "pt") as f:
+                found = f.metadata() or {}
+            if found != made_for:
+                raise SystemExit(
+                    f"--features {file}: made for {found}, not {made_for}; remove it or "
+                    "choose another --features"
+                )
             parts.append(load_file(str(file)))
             continue
         cache = StreamCache(clips, specs, args.cache_dir)  # built once, as train builds it
         part = featurize(model, tokenizer, args.stream, clips[:limit], cache)
         tmp = file.with_suffix(".tmp")
-        save_file(part, str(tmp))
+        save_file(part, str(tmp), metadata=made_for)
         tmp.rename(file)
         parts.append(part)
     _labels([(clips[:limit], part) for (_, clips, limit), part in zip(splits, parts, strict=True)])

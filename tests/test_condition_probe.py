@@ -81,5 +81,8 @@ def test_trains_every_read_and_reuses_the_features(tmp_path: Path) -> None:
         main([*args[:-2], "--conditions", "words", "--out", str(out), "--save-model", str(saved)])
     with pytest.raises(SystemExit, match="needs --conditions words"):
         main([*args, "--save-model", str(tmp_path / "other")])
+    # Features made from one model are not read for another.
+    with pytest.raises(SystemExit, match="made for"):
+        main([*args[:1], str(saved), *args[2:]])
     with pytest.raises(SystemExit, match="--stream s9"):
         main([*args, "--stream", "s9"])
