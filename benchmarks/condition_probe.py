@@ -84,7 +84,7 @@ def featurize(
         words = model.text_embed(ids)
         encoded = model.text_encoder(words, mask)
         out["x"].append(x.half())
-        out["c0"].append(masked_mean(cot.text_proj(encoded), mask))
+        out["c0"].append(cot.start(encoded, mask, words).cond)
         out["words"].append(words)
         out["encoded"].append(encoded)
         out["mask"].append(mask)

@@ -57,6 +57,7 @@ from cotok_edge.data.synthetic import COLORS, FPS, SHAPES, make_clip_spec
 from cotok_edge.data.video import load_streams
 from cotok_edge.model.config import PIXEL_SKIP_CHANNELS, CoTokConfig, StreamConfig
 from cotok_edge.model.streams import StreamBackbone
+from cotok_edge.model.tokenlearner import gated_max
 from cotok_edge.model.vqa import CoTokVQA
 
 COLOR_NAMES = list(COLORS)
@@ -214,8 +215,8 @@ class Probe(nn.Module):
             # The map gates each cell (a sigmoid, as TokenLearner V1) and the token is the
             # max over the gated cells: at a uniform start it is the max read, and the map
             # gets its gradient at the cell the max picked, i.e. at an object.
-            a = torch.sigmoid(self.fc2(F.gelu(self.fc1(self.norm(x) + q[:, None]))))  # [B, N, S]
-            z = (a.unsqueeze(-1) * x.unsqueeze(2)).amax(1)  # [B, S, d]
+            logits = self.fc2(F.gelu(self.fc1(self.norm(x) + q[:, None])))  # [B, N, S]
+            z, _ = gated_max(logits.transpose(1, 2), x)  # [B, S, d]
         elif self.mode == "dot":
             # Query-key attention: the colour meets each cell in a product, not a sum.
             k = self.key(self.norm(x)).unflatten(2, (-1, x.shape[2]))  # [B, N, S, d]

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from cotok_edge import CoTokConfig, CoTokVQA
 from cotok_edge.build.host import cpu_name
 from cotok_edge.model.config import PRESETS
+from cotok_edge.model.cotokenizer import CoTokState
 from cotok_edge.train import use_bf16
 
 
@@ -69,6 +70,9 @@ def profile_components(model: CoTokVQA, inputs: dict, repeats: int = 3) -> list[
         state, _ = model.cotokenizer(video, q, q_mask.bool(), clip_index=clip_index, words=words)
     video = {k: v.detach().requires_grad_() for k, v in video.items()}
 
+    def cotokenize() -> CoTokState:
+        return model.cotokenizer(video, q, q_mask.bool(), clip_index=clip_index, words=words)[0]
+
     parts: list[tuple[str, Callable[[], torch.Tensor]]] = []
     for name in model.stream_names:
         x = model.normalize(streams[name])
@@ -78,11 +82,7 @@ def profile_components(model: CoTokVQA, inputs: dict, repeats: int = 3) -> list[
         ("question encoder", lambda: model.encode_question(q_ids, q_mask)),
         (
             f"co-tokenization (K={model.config.steps})",
-            lambda: (
-                model.cotokenizer(video, q, q_mask.bool(), clip_index=clip_index, words=words)[
-                    0
-                ].tokens
-            ),
+            lambda: cotokenize().tokens,
         ),
         ("answer decoder", lambda: model.answer_logits(inputs["answer_ids"], state)),
     ]

@@ -89,6 +89,16 @@ def tokenlearner_reference(
     return z, (a if return_maps else None)
 
 
+def gated_max(logits: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Gates ``a = sigmoid(logits)`` ``[..., S, N]`` and tokens ``z = max_n a[..., n] x[n]``.
+
+    ``x [..., N, C]`` broadcasts against the gates' leading dims; ``z [..., S, C]``. The
+    sigmoid runs in float32 whatever the input dtype, as the softmax does.
+    """
+    a = torch.sigmoid(logits.float()).to(x.dtype)
+    return (a.unsqueeze(-1) * x.unsqueeze(-3)).amax(-2), a  # [..., S, N, C] -> max over N
+
+
 def tokenlearner_max(
     x: Tensor, cond_bias: Tensor | None, w: TokenLearnerWeights, return_maps: bool = False
 ) -> tuple[Tensor, Tensor | None]:
@@ -96,8 +106,7 @@ def tokenlearner_max(
 
     ``a = sigmoid(logits)`` (each in (0, 1), no sum over N), ``z = max_n a[:, :, n] x[:, n]``.
     """
-    a = torch.sigmoid(tokenlearner_logits(x, cond_bias, w).float()).to(x.dtype)  # [B, S, N]
-    z = (a.unsqueeze(-1) * x.unsqueeze(1)).amax(2)  # [B, S, N, C] -> [B, S, C]
+    z, a = gated_max(tokenlearner_logits(x, cond_bias, w), x)
     return z, (a if return_maps else None)
 
 
@@ -214,8 +223,7 @@ class TokenLearner(nn.Module):
         h = F.gelu(hidden[:, None] + q_hidden[:, :, None, None, :])  # [C, Q, G, n, hidden]
         logits = self.fc2(h).transpose(-1, -2)  # [C, Q, G, S, n]
         if self.pool == "max":
-            a = torch.sigmoid(logits.float()).to(x.dtype)
-            z = (a.unsqueeze(-1) * x[:, None, :, None]).amax(-2)  # [C, Q, G, S, n, dim] -> max n
+            z, a = gated_max(logits, x[:, None])  # x as [C, 1, G, n, dim] for the Q questions
             return z, (a if return_maps else None)
         a = torch.softmax(logits.float(), dim=-1).to(x.dtype)
         s = a.shape[3]
